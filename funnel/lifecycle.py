@@ -1,0 +1,119 @@
+"""The funnel lifecycle, defined as data: one shared ``transitions`` Machine, guards named after
+the business rules of the model. The lead being processed is put on a cursor, never on globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transitions import Machine, MachineError
+
+from funnel.config import ScoringModel
+from funnel.model import Lead
+
+STAGES = ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
+BEFORE_CUSTOMER = ["iql", "mql", "sal", "sql", "recycled"]
+
+TRANSITIONS: list[dict[str, Any]] = [
+    # automatic moves, driven by scores and signals
+    {"trigger": "qualify_marketing", "source": ["iql", "recycled"], "dest": "mql",
+     "conditions": "meets_mql_threshold"},
+    {"trigger": "qualify_sales", "source": "mql", "dest": "sql",
+     "conditions": ["policy_is_auto", "meets_sql_threshold"]},
+    {"trigger": "pass_second_filter", "source": "sal", "dest": "sql",
+     "conditions": "passes_second_filter"},
+    {"trigger": "purchase", "source": BEFORE_CUSTOMER + ["disqualified"], "dest": "customer"},
+    # sales commands
+    {"trigger": "create", "source": "iql", "dest": "sql"},
+    {"trigger": "accept", "source": "mql", "dest": "sal", "conditions": "policy_is_two_step"},
+    {"trigger": "accept", "source": "mql", "dest": "sql", "unless": "policy_is_two_step"},
+    {"trigger": "reject", "source": ["mql", "sal", "sql"], "dest": "recycled"},
+    {"trigger": "disqualify", "source": BEFORE_CUSTOMER, "dest": "disqualified"},
+    {"trigger": "won", "source": ["mql", "sal", "sql"], "dest": "customer"},
+    {"trigger": "lost", "source": ["sal", "sql"], "dest": "recycled"},
+    {"trigger": "reopen", "source": ["recycled", "disqualified"], "dest": "sql"},
+]
+
+AUTOMATIC = ("qualify_marketing", "qualify_sales", "pass_second_filter")
+
+
+@dataclass
+class _Cursor:
+    """The machine's model: the lead under evaluation and the guards over it."""
+
+    rules: ScoringModel
+    lead: Lead | None = None
+    state: str = "iql"
+    signals: set[str] = field(default_factory=set)
+
+    # guards, named after the business rules
+    def meets_mql_threshold(self) -> bool:
+        assert self.lead is not None
+        mql = self.rules.lifecycle.mql
+        by_score = self.lead.interest_raw >= mql.min_interest and self.lead.fit_score >= mql.min_fit
+        by_signal = self.lead.known and any(s in self.signals for s in mql.or_signals)
+        return by_score or by_signal
+
+    def meets_sql_threshold(self) -> bool:
+        assert self.lead is not None
+        sql = self.rules.lifecycle.sql
+        return (self.lead.temperature in sql.temperatures
+                and self.lead.quality in sql.qualities
+                and any(s in self.lead.signals for s in sql.signals))
+
+    def passes_second_filter(self) -> bool:
+        assert self.lead is not None
+        second = self.rules.lifecycle.second_filter
+        if second.signals and any(s in self.lead.signals for s in second.signals):
+            return True
+        traits = self.lead.traits
+        return bool(second.traits) and all(traits.get(t) not in (None, "") for t in second.traits)
+
+    def policy_is_auto(self) -> bool:
+        return self.rules.lifecycle.policy == "auto"
+
+    def policy_is_two_step(self) -> bool:
+        return self.rules.lifecycle.policy == "two_step"
+
+
+class Refused(Exception):
+    """A move the lead's stage (or the policy) does not allow."""
+
+
+class Lifecycle:
+    """One Machine per model, shared by every lead."""
+
+    def __init__(self, rules: ScoringModel) -> None:
+        self.cursor = _Cursor(rules)
+        self.machine = Machine(model=None, states=STAGES, transitions=TRANSITIONS,
+                               initial="iql", auto_transitions=False, send_event=False)
+        self.machine.add_model(self.cursor)
+
+    def allowed(self, stage: str) -> list[str]:
+        return self.machine.get_triggers(stage)
+
+    def fire(self, lead: Lead, trigger: str, signals: set[str] | None = None) -> str | None:
+        """Try ``trigger`` on ``lead``; the new stage, or None when a guard says no.
+        Raises :class:`Refused` when the stage has no such move at all."""
+        cursor = self.cursor
+        cursor.lead, cursor.signals = lead, signals or set()
+        self.machine.set_state(lead.stage, model=cursor)
+        try:
+            moved = cursor.trigger(trigger)
+        except MachineError:
+            raise Refused(f"'{trigger}' is not allowed from stage '{lead.stage}'") from None
+        finally:
+            cursor.lead = None
+        return cursor.state if moved else None
+
+
+_LIFECYCLES: dict[int, tuple[ScoringModel, Lifecycle]] = {}
+
+
+def lifecycle_for(rules: ScoringModel) -> Lifecycle:
+    entry = _LIFECYCLES.get(id(rules))
+    if entry is None or entry[0] is not rules:
+        entry = (rules, Lifecycle(rules))
+        _LIFECYCLES[id(rules)] = entry
+    return entry[1]

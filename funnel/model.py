@@ -1,0 +1,110 @@
+"""Lead state and its value objects. ``Lead`` is what the pipeline keeps per lead id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.lead import (
+    FirstTouch,
+    LeadSnapshot,
+    Origin,
+    Quality,
+    Reason,
+    Stage,
+    Temperature,
+    TransitionRecord,
+)
+
+SEEN_WINDOW = 500          # message/command ids remembered per lead for deduplication
+CONTRIBUTIONS_KEPT = 50    # interest contributions kept per lead for explanations
+TOP_REASONS = 5
+
+
+class StageChanged(BaseModel):
+    """A fact the pipeline publishes: a lead moved from one stage to another."""
+
+    model_config = ConfigDict(frozen=True)
+
+    transition: TransitionRecord
+    snapshot: LeadSnapshot
+
+
+class Lead(BaseModel):
+    """The full state of one lead (the snapshot plus what scoring needs to go on)."""
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    lead_id: str
+    version: int = 0
+    stage: Stage = "iql"
+    origin: Origin = "marketing"
+    created_by_sales: bool = False
+    # interest: score anchored at ``interest_at``, decays from there in event time
+    interest_raw: float = 0.0
+    interest_at: datetime | None = None
+    temperature: Temperature = "cold"
+    fit_score: float = 0.0
+    quality: Quality = "low"
+    traits: dict[str, Any] = Field(default_factory=dict)
+    first_touch: FirstTouch = Field(default_factory=FirstTouch)
+    first_seen_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    stage_entered_at: datetime | None = None
+    mql_at: datetime | None = None
+    sql_at: datetime | None = None
+    customer_at: datetime | None = None
+    orders: int = 0
+    revenue: float = 0.0
+    events_count: int = 0
+    signals: list[str] = Field(default_factory=list)
+    rule_days: dict[str, list[Any]] = Field(default_factory=dict)  # rule -> [day, count]
+    contributions: list[Reason] = Field(default_factory=list)
+    fit_reasons: list[Reason] = Field(default_factory=list)
+    transitions: list[TransitionRecord] = Field(default_factory=list)
+    seen_ids: list[str] = Field(default_factory=list)
+    model_name: str = ""
+    model_version: str = ""
+
+    @property
+    def known(self) -> bool:
+        return bool(self.traits.get("email"))
+
+    def top_reasons(self) -> list[Reason]:
+        interest = sorted(self.contributions, key=lambda r: -abs(r.points))[:TOP_REASONS]
+        return interest + self.fit_reasons[:TOP_REASONS]
+
+    def snapshot(self) -> LeadSnapshot:
+        return LeadSnapshot(
+            lead_id=self.lead_id,
+            version=self.version,
+            stage=self.stage,
+            interest_score=round(self.interest_raw, 3),
+            temperature=self.temperature,
+            fit_score=round(self.fit_score, 3),
+            quality=self.quality,
+            origin=self.origin,
+            email=_str_or_none(self.traits.get("email")),
+            company=_str_or_none(self.traits.get("company")),
+            traits=self.traits,
+            first_touch=self.first_touch,
+            first_seen_at=self.first_seen_at,
+            last_activity_at=self.last_activity_at,
+            stage_entered_at=self.stage_entered_at,
+            mql_at=self.mql_at,
+            sql_at=self.sql_at,
+            customer_at=self.customer_at,
+            orders=self.orders,
+            revenue=round(self.revenue, 2),
+            events_count=self.events_count,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            reasons=self.top_reasons(),
+            transitions=self.transitions,
+        )
+
+
+def _str_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)

@@ -1,0 +1,187 @@
+"""Scoring: interaction rules -> interest points (with decay, caps, frequency limits); traits ->
+fit points; both -> temperature and quality bands. Every point carries its reason."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from funnel.config import Condition, FitRule, InterestRule, Match, ScoringModel
+from schemas.events import InteractionEvent
+from schemas.lead import Quality, Reason, Temperature
+
+SECONDS_PER_DAY = 86400.0
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v.replace(",", "").strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _norm(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
+
+
+def holds(cond: Condition, value: Any) -> bool:
+    """Whether ``value`` satisfies every operator of ``cond`` (strings compare case-blind)."""
+    present = value is not None and value != ""
+    if cond.present is not None and cond.present != present:
+        return False
+    if not present:
+        return cond.present is False or (cond.ne is not None)
+    if cond.eq is not None and _norm(value) != _norm(cond.eq):
+        n = _num(value)
+        if n is None or _num(cond.eq) != n:
+            return False
+    if cond.ne is not None and _norm(value) == _norm(cond.ne):
+        return False
+    if cond.in_ is not None and _norm(value) not in {_norm(x) for x in cond.in_}:
+        return False
+    if cond.not_in is not None and _norm(value) in {_norm(x) for x in cond.not_in}:
+        return False
+    if any(b is not None for b in (cond.gt, cond.gte, cond.lt, cond.lte)):
+        n = _num(value)
+        if n is None:
+            return False
+        if cond.gt is not None and not n > cond.gt:
+            return False
+        if cond.gte is not None and not n >= cond.gte:
+            return False
+        if cond.lt is not None and not n < cond.lt:
+            return False
+        if cond.lte is not None and not n <= cond.lte:
+            return False
+    if cond.contains_any is not None:
+        text = str(value).lower()
+        if not any(word.lower() in text for word in cond.contains_any):
+            return False
+    if cond.domain_not_in is not None:
+        text = str(value).lower()
+        if "@" not in text or text.rsplit("@", 1)[1] in {d.lower() for d in cond.domain_not_in}:
+            return False
+    return True
+
+
+def matches(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bool:
+    if match.type is not None and event.type not in match.type:
+        return False
+    if match.event is not None and (event.event or event.name) not in match.event:
+        return False
+    if match.path is not None:
+        path = event.path
+        if path is None or not any(fnmatchcase(path, pattern) for pattern in match.path):
+            return False
+    for key, cond in match.properties.items():
+        if not holds(cond, event.properties.get(key)):
+            return False
+    campaign = event.campaign
+    for key, cond in match.campaign.items():
+        if not holds(cond, campaign.get(key)):
+            return False
+    for key, cond in match.traits.items():
+        if not holds(cond, traits.get(key)):
+            return False
+    if match.known is not None and match.known != bool(traits.get("email")):
+        return False
+    return True
+
+
+def decay_factor(half_life_days: float | None, seconds: float) -> float:
+    """How much of a score remains after ``seconds`` of event time."""
+    if not half_life_days or seconds <= 0:
+        return 1.0
+    return math.pow(0.5, seconds / (half_life_days * SECONDS_PER_DAY))
+
+
+def decayed(model: ScoringModel, score: float, since: datetime | None, now: datetime) -> float:
+    if since is None:
+        return score
+    return score * decay_factor(model.interest.half_life_days, (now - since).total_seconds())
+
+
+def applicable_rules(
+    model: ScoringModel,
+    event: InteractionEvent,
+    traits: dict[str, Any],
+    rule_days: dict[str, list[Any]],
+) -> list[InterestRule]:
+    """The interest rules that score this event, after frequency limits."""
+    day = event.timestamp.date().isoformat()
+    out = []
+    for rule in model.interest.rules:
+        if not matches(rule.when, event, traits):
+            continue
+        seen = rule_days.get(rule.id)
+        if rule.once and seen is not None:
+            continue
+        if rule.max_per_day is not None and seen is not None and seen[0] == day \
+                and seen[1] >= rule.max_per_day:
+            continue
+        out.append(rule)
+    return out
+
+
+def count_rule(rule_days: dict[str, list[Any]], rule: InterestRule, day: str) -> dict[str, list[Any]]:
+    seen = rule_days.get(rule.id)
+    count = seen[1] + 1 if seen is not None and seen[0] == day else 1
+    return {**rule_days, rule.id: [day, count]}
+
+
+def add_points(model: ScoringModel, score: float, anchor: datetime | None, at: datetime,
+               points: float) -> tuple[float, datetime]:
+    """Add ``points`` earned at ``at`` to a score anchored at ``anchor``; returns the new
+    (score, anchor). Out-of-order events are decayed to the anchor, so the result is exact."""
+    if anchor is None or at >= anchor:
+        base = decayed(model, score, anchor, at)
+        new, new_anchor = base + points, at
+    else:
+        new, new_anchor = score + points * decay_factor(
+            model.interest.half_life_days, (anchor - at).total_seconds()), anchor
+    cap = model.interest.cap
+    if cap is not None:
+        new = min(new, cap)
+    return max(new, 0.0), new_anchor
+
+
+def temperature(model: ScoringModel, score: float) -> Temperature:
+    bands = model.interest.bands
+    if score >= bands.hot:
+        return "hot"
+    if score >= bands.warm:
+        return "warm"
+    return "cold"
+
+
+def fit(model: ScoringModel, traits: dict[str, Any]) -> tuple[float, list[Reason]]:
+    """Fit score from traits (does not decay) and the rules that gave it."""
+    total = 0.0
+    reasons = []
+    for rule in model.fit.rules:
+        if _fit_rule_holds(rule, traits):
+            total += rule.points
+            reasons.append(Reason(rule=rule.id, points=rule.points, kind="fit",
+                                  detail=f"{rule.trait}={traits.get(rule.trait)!s:.60}"))
+    return max(total, 0.0), reasons
+
+
+def _fit_rule_holds(rule: FitRule, traits: dict[str, Any]) -> bool:
+    return holds(rule.when, traits.get(rule.trait))
+
+
+def quality(model: ScoringModel, score: float) -> Quality:
+    bands = model.fit.bands
+    if score >= bands.high:
+        return "high"
+    if score >= bands.medium:
+        return "medium"
+    return "low"

@@ -1,0 +1,52 @@
+"""Sales commands on ``funnel.sales-feedback``: what the sales tool tells the funnel."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.events import MAX_EVENT_BYTES, InvalidMessage, _describe
+
+Action = Literal["create", "accept", "reject", "disqualify", "won", "lost", "reopen"]
+
+
+class SalesCommand(BaseModel):
+    """An instruction from Sales (imperative). ``command_id`` is the idempotency key."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    command_id: str = Field(min_length=1, max_length=256)
+    lead_id: str = Field(min_length=1, max_length=256)
+    action: Action
+    occurred_at: datetime
+    actor: str | None = Field(None, max_length=256)
+    reason: str | None = Field(None, max_length=2000)
+    amount: float | None = Field(None, ge=0)
+    currency: str | None = Field(None, max_length=8)
+    traits: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+
+
+def parse_command(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> SalesCommand:
+    """Validate the bytes of one ``funnel.sales-feedback`` message, or raise InvalidMessage."""
+    if raw is None:
+        raise InvalidMessage("empty", "the message has no value")
+    if len(raw) > max_bytes:
+        raise InvalidMessage("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage("invalid_json", str(exc)) from None
+    if not isinstance(data, dict):
+        raise InvalidMessage("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return SalesCommand.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessage("invalid_command", _describe(exc)) from None

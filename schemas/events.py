@@ -1,0 +1,126 @@
+"""Interaction events on ``funnel.events``: Segment Spec messages.
+
+``type`` is one of ``page``, ``track``, ``identify``, ``alias`` (scored by the default model) or
+``screen``, ``group`` (accepted and stored). Unknown top-level fields are kept.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MAX_EVENT_BYTES = 32 * 1024
+
+EventType = Literal["page", "track", "identify", "alias", "screen", "group"]
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot be accepted; ``code`` becomes the DLQ ``error`` header."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class InteractionEvent(BaseModel):
+    """One Segment Spec message. Frozen: a fact that happened."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+    messageId: str = Field(min_length=1, max_length=256)
+    type: EventType
+    timestamp: datetime
+    userId: str | None = Field(None, max_length=256)
+    anonymousId: str | None = Field(None, max_length=256)
+    event: str | None = Field(None, max_length=256)
+    name: str | None = Field(None, max_length=256)
+    previousId: str | None = Field(None, max_length=256)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("userId", "anonymousId", "previousId", mode="before")
+    @classmethod
+    def _id_to_str(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return str(v)
+        if v == "":
+            return None
+        return v
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+    @field_validator("properties", "traits", "context", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> "InteractionEvent":
+        if not self.userId and not self.anonymousId:
+            raise ValueError("neither userId nor anonymousId is set")
+        if self.type == "track" and not self.event:
+            raise ValueError("a track message needs 'event'")
+        if self.type == "alias" and not self.previousId:
+            raise ValueError("an alias message needs 'previousId'")
+        return self
+
+    @property
+    def lead_key(self) -> str:
+        """The partition key and lead id: ``userId``, else ``anonymousId``."""
+        return self.userId or self.anonymousId  # type: ignore[return-value]
+
+    @property
+    def path(self) -> str | None:
+        props = self.properties
+        path = props.get("path")
+        if path is None:
+            page = self.context.get("page") if isinstance(self.context.get("page"), dict) else {}
+            path = page.get("path")
+            url = props.get("url") or page.get("url")
+            if path is None and isinstance(url, str) and "://" in url:
+                rest = url.split("://", 1)[1]
+                path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        return path.split("?", 1)[0] if isinstance(path, str) else None
+
+    @property
+    def campaign(self) -> dict[str, Any]:
+        c = self.context.get("campaign")
+        return c if isinstance(c, dict) else {}
+
+
+def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> InteractionEvent:
+    """Validate the bytes of one ``funnel.events`` message, or raise :class:`InvalidMessage`."""
+    if raw is None:
+        raise InvalidMessage("empty", "the message has no value")
+    if len(raw) > max_bytes:
+        raise InvalidMessage("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage("invalid_json", str(exc)) from None
+    if not isinstance(data, dict):
+        raise InvalidMessage("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return InteractionEvent.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessage("invalid_event", _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,81 @@
+"""The lead snapshot on ``funnel.leads`` (compacted, keyed by ``lead_id``): the latest state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stage = Literal["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
+Temperature = Literal["hot", "warm", "cold"]
+Quality = Literal["high", "medium", "low"]
+Origin = Literal["marketing", "sales", "referral"]
+
+
+class Reason(BaseModel):
+    """One contribution to a score: which rule, how many points, when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    points: float
+    at: datetime | None = None
+    kind: Literal["interest", "fit"] = "interest"
+    detail: str | None = None
+
+
+class TransitionRecord(BaseModel):
+    """A stage change of one lead; ``version`` is the lead version it produced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lead_id: str
+    version: int
+    from_stage: Stage
+    to_stage: Stage
+    trigger: str
+    occurred_at: datetime
+    actor: str | None = None
+    reason: str | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+
+
+class FirstTouch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: str | None = None
+    medium: str | None = None
+    campaign: str | None = None
+
+
+class LeadSnapshot(BaseModel):
+    """What other services see of a lead."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lead_id: str
+    version: int
+    stage: Stage
+    interest_score: float
+    temperature: Temperature
+    fit_score: float
+    quality: Quality
+    origin: Origin
+    email: str | None = None
+    company: str | None = None
+    traits: dict[str, Any] = Field(default_factory=dict)
+    first_touch: FirstTouch = Field(default_factory=FirstTouch)
+    first_seen_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    stage_entered_at: datetime | None = None
+    mql_at: datetime | None = None
+    sql_at: datetime | None = None
+    customer_at: datetime | None = None
+    orders: int = 0
+    revenue: float = 0.0
+    events_count: int = 0
+    model_name: str
+    model_version: str
+    reasons: list[Reason] = Field(default_factory=list)
+    transitions: list[TransitionRecord] = Field(default_factory=list)

@@ -1,0 +1,60 @@
+"""Settings, read from the environment (prefix ``FUNNEL_``). The only place env is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FUNNEL_", extra="ignore")
+
+    broker: str | None = Field(None, description="Kafka bootstrap URL(s); unset: embedded broker")
+    database_url: SecretStr | None = Field(None, description="PostgreSQL URL; unset: embedded")
+    topic_prefix: str = "funnel."
+    partitions: int = Field(8, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+    model: Path | None = None
+    data_dir: Path = Path(".funnel")
+    db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$")
+    group_id: str | None = Field(None, description="Faust app id / consumer group; default from prefix")
+    flush_interval: float = Field(0.25, gt=0, description="seconds between coalesced state flushes")
+    flush_max_events: int = Field(2000, ge=1)
+    max_event_bytes: int = Field(32 * 1024, ge=256)
+    session_timeout: float = Field(6.0, gt=0)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        urls = []
+        for part in v.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "://" not in part:
+                part = f"kafka://{part}"
+            scheme = part.split("://", 1)[0]
+            if scheme not in ("kafka", "aiokafka"):
+                raise ValueError(f"broker URL {part!r}: scheme must be kafka://")
+            urls.append(part)
+        return ",".join(urls)
+
+    @property
+    def app_id(self) -> str:
+        return self.group_id or f"{self.topic_prefix}worker"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def bootstrap_servers(self) -> list[str]:
+        """host:port list for kafka-python clients."""
+        assert self.broker, "broker is not set"
+        return [u.split("://", 1)[1] for u in self.broker.split(",")]
+
+    def dsn(self) -> str:
+        assert self.database_url is not None, "database_url is not set"
+        return self.database_url.get_secret_value()
