@@ -86,8 +86,8 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
         lead.contributions = [*lead.contributions[-(CONTRIBUTIONS_KEPT - 1):],
                               Reason(rule=rule.id, points=rule.points, at=at)]
         fired.update(rule.signals)
-    if fired - set(lead.signals):
-        lead.signals = sorted(set(lead.signals) | fired)
+    if fired:
+        lead.signals = {**lead.signals, **{sig: max(at, lead.signals.get(sig, at)) for sig in fired}}
     if "purchase" in fired or (fired & set(model.lifecycle.customer_signals)):
         revenue = scoring._num(event.properties.get("revenue"))
         lead.orders += 1
@@ -136,6 +136,8 @@ def _move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRe
         lead.sql_at = at
     if dest == "customer" and lead.customer_at is None:
         lead.customer_at = at
+    if dest == "recycled":
+        lead.recycled_at = at
     record = TransitionRecord(lead_id=lead.lead_id, version=lead.version, from_stage=before,
                               to_stage=dest, trigger=trigger, occurred_at=at, actor=actor,
                               reason=reason, reasons=lead.top_reasons())
@@ -171,7 +173,8 @@ def _on_command(lead: Lead, command: SalesCommand, model: ScoringModel
     if not moved:
         raise CommandRefused(command, f"'{command.action}' is not allowed from stage "
                                       f"'{lead.stage}' under the '{model.lifecycle.policy}' policy")
-    _advance(lead, at, transitions, model, set())
+    if lead.stage == "sal":   # two_step: the second filter may already pass
+        _advance(lead, at, transitions, model, set())
     return lead, transitions
 
 

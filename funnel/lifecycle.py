@@ -50,9 +50,12 @@ class _Cursor:
     # guards, named after the business rules
     def meets_mql_threshold(self) -> bool:
         assert self.lead is not None
-        mql = self.rules.lifecycle.mql
-        by_score = self.lead.interest_raw >= mql.min_interest and self.lead.fit_score >= mql.min_fit
-        by_signal = self.lead.known and any(s in self.signals for s in mql.or_signals)
+        lead, mql = self.lead, self.rules.lifecycle.mql
+        # a recycled lead earns its MQL again: only points since it was recycled count
+        interest = lead.interest_raw if lead.recycled_at is None \
+            else lead.points_since(lead.recycled_at)
+        by_score = interest >= mql.min_interest and lead.fit_score >= mql.min_fit
+        by_signal = lead.known and any(s in self.signals for s in mql.or_signals)
         return by_score or by_signal
 
     def meets_sql_threshold(self) -> bool:
@@ -60,12 +63,12 @@ class _Cursor:
         sql = self.rules.lifecycle.sql
         return (self.lead.temperature in sql.temperatures
                 and self.lead.quality in sql.qualities
-                and any(s in self.lead.signals for s in sql.signals))
+                and any(s in self.lead.fresh_signals() for s in sql.signals))
 
     def passes_second_filter(self) -> bool:
         assert self.lead is not None
         second = self.rules.lifecycle.second_filter
-        if second.signals and any(s in self.lead.signals for s in second.signals):
+        if second.signals and any(s in self.lead.fresh_signals() for s in second.signals):
             return True
         traits = self.lead.traits
         return bool(second.traits) and all(traits.get(t) not in (None, "") for t in second.traits)

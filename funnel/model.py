@@ -59,7 +59,8 @@ class Lead(BaseModel):
     orders: int = 0
     revenue: float = 0.0
     events_count: int = 0
-    signals: list[str] = Field(default_factory=list)
+    signals: dict[str, datetime] = Field(default_factory=dict)  # signal -> last seen (event time)
+    recycled_at: datetime | None = None
     rule_days: dict[str, list[Any]] = Field(default_factory=dict)  # rule -> [day, count]
     contributions: list[Reason] = Field(default_factory=list)
     fit_reasons: list[Reason] = Field(default_factory=list)
@@ -71,6 +72,14 @@ class Lead(BaseModel):
     @property
     def known(self) -> bool:
         return bool(self.traits.get("email"))
+
+    def fresh_signals(self) -> set[str]:
+        """Signals seen since the lead was last recycled (all of them if never recycled)."""
+        since = self.recycled_at
+        return {s for s, at in self.signals.items() if since is None or at > since}
+
+    def points_since(self, since: datetime | None) -> float:
+        return sum(r.points for r in self.contributions if since is None or (r.at and r.at > since))
 
     def top_reasons(self) -> list[Reason]:
         interest = sorted(self.contributions, key=lambda r: -abs(r.points))[:TOP_REASONS]

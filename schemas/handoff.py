@@ -28,3 +28,34 @@ class CloudEvent(BaseModel):
     time: datetime
     datacontenttype: str = "application/json"
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+def _data(t: "TransitionRecord", lead: "LeadSnapshot") -> dict[str, Any]:
+    return {
+        "lead_id": lead.lead_id, "stage": t.to_stage, "previous_stage": t.from_stage,
+        "version": t.version, "trigger": t.trigger, "actor": t.actor, "reason": t.reason,
+        "interest_score": lead.interest_score, "temperature": lead.temperature,
+        "fit_score": lead.fit_score, "quality": lead.quality, "origin": lead.origin,
+        "traits": lead.traits,
+        "first_touch": lead.first_touch.model_dump(),
+        "model": {"name": lead.model_name, "version": lead.model_version},
+        "reasons": [r.model_dump(mode="json") for r in t.reasons],
+    }
+
+
+def transition_event(t: "TransitionRecord", lead: "LeadSnapshot") -> CloudEvent:
+    """``funnel.lead.transitioned`` for every stage change."""
+    return CloudEvent(id=f"{t.lead_id}:{t.version}", type=TRANSITIONED, subject=t.lead_id,
+                      time=t.occurred_at, data=_data(t, lead))
+
+
+def handoff_event(t: "TransitionRecord", lead: "LeadSnapshot") -> CloudEvent | None:
+    """The handoff for a move into ``mql``, ``sql`` or ``customer``; None for other moves."""
+    kind = EVENT_TYPES.get(t.to_stage)
+    if kind is None:
+        return None
+    return CloudEvent(id=f"{t.lead_id}:{t.version}", type=kind, subject=t.lead_id,
+                      time=t.occurred_at, data=_data(t, lead))
+
+
+from schemas.lead import LeadSnapshot, TransitionRecord  # noqa: E402  (types for the above)

@@ -1,0 +1,241 @@
+"""The ``funnel`` command (click, the same library as Faust's own CLI)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+import orjson
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from funnel.config import ModelError, load_model
+from streams.settings import Settings
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        s = Settings()
+    except ValidationError as exc:
+        lines = [f"  FUNNEL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        raise click.UsageError("invalid settings:\n" + "\n".join(lines)) from None
+    return s.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _model(settings: Settings):
+    try:
+        return load_model(settings.model)
+    except ModelError as exc:
+        raise click.ClickException(f"bad model file:\n{exc}") from None
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def main(verbose: bool) -> None:
+    """Funnel: streaming lead scoring and lifecycle (IQL -> MQL -> SQL -> Customer)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+@main.command()
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(loglevel: str) -> None:
+    """Run the pipeline worker and the projection against FUNNEL_BROKER and FUNNEL_DATABASE_URL.
+
+    Start several to scale out: they share the partitions of one consumer group."""
+    from streams.runner import run_worker
+
+    settings = _settings()
+    if not settings.broker or settings.database_url is None:
+        raise click.UsageError("funnel worker needs FUNNEL_BROKER and FUNNEL_DATABASE_URL "
+                               "(or run 'funnel up' to start the embedded stack)")
+    model = _model(settings)
+    run_worker(settings, model, loglevel)
+
+
+@main.command()
+def up() -> None:
+    """Start the stack (embedded broker/PostgreSQL where unset), the worker and the projection,
+    until Ctrl-C."""
+    from streams.runner import spawn_worker, stack, stop_worker
+
+    settings = _settings()
+    _model(settings)
+    with stack(settings, echo=console.print) as s:
+        proc = spawn_worker(s)
+        console.print(f"worker started (pid {proc.pid}); topics prefixed '{s.topic_prefix}'. "
+                      "Ctrl-C to stop.")
+        console.print(f"  export FUNNEL_BROKER={s.broker} FUNNEL_DATABASE_URL={s.dsn()}")
+        try:
+            while proc.poll() is None:
+                time.sleep(0.5)
+            raise click.ClickException(f"the worker exited with code {proc.returncode}")
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            stop_worker(proc)
+
+
+def _event_key(msg: dict) -> str | None:
+    key = msg.get("userId") or msg.get("anonymousId")
+    return str(key) if key not in (None, "") else None
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--topic", default="events", show_default=True,
+              help="Topic name without the prefix (events or sales-feedback).")
+def publish(file: Path, topic: str) -> None:
+    """Publish messages from a JSON Lines FILE (one message per line) to the events topic."""
+    from streams.topics import ensure_topics, producer
+
+    settings = _settings()
+    if not settings.broker:
+        raise click.UsageError("funnel publish needs FUNNEL_BROKER (see 'funnel up')")
+    ensure_topics(settings)
+    name = settings.topic(topic)
+    lines = file.read_bytes().splitlines()
+    bad = 0
+    p = producer(settings)
+    with _progress() as progress:
+        task = progress.add_task(f"publishing to {name}", total=len(lines))
+        for n, line in enumerate(lines, 1):
+            progress.advance(task)
+            if not line.strip():
+                continue
+            try:
+                msg = orjson.loads(line)
+                if not isinstance(msg, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                err.print(f"[red]{file}:{n}: skipped: {exc}[/red]")
+                bad += 1
+                continue
+            key = msg.get("lead_id") if topic == "sales-feedback" else _event_key(msg)
+            p.send(name, key=str(key).encode() if key else None, value=line)
+    p.flush()
+    p.close()
+    console.print(f"published {len(lines) - bad} messages to {name}; {bad} bad lines skipped")
+
+
+def _publish_traffic(settings: Settings, leads: int, days: int, seed: int,
+                     wait=None) -> tuple[int, int]:
+    from streams.simulate import generate
+    from streams.topics import ensure_topics, producer
+
+    ensure_topics(settings)
+    traffic = generate(leads, days, seed)
+    events_topic, feedback_topic = settings.topic("events"), settings.topic("sales-feedback")
+    p = producer(settings)
+    total = len(traffic.events) + len(traffic.malformed) + len(traffic.commands)
+    with _progress() as progress:
+        task = progress.add_task(f"simulating {leads} leads over {days} days", total=total)
+        for key, msg in traffic.events:
+            p.send(events_topic, key=key.encode(), value=orjson.dumps(msg))
+            progress.advance(task)
+        for key, raw in traffic.malformed:
+            p.send(events_topic, key=key.encode() if key else None, value=raw)
+            progress.advance(task)
+        p.flush()
+        if wait is not None:
+            progress.update(task, description="waiting for the pipeline before sales feedback")
+            wait()
+            progress.update(task, description=f"simulating {leads} leads over {days} days")
+        for key, cmd in traffic.commands:
+            p.send(feedback_topic, key=key.encode(), value=orjson.dumps(cmd))
+            progress.advance(task)
+        p.flush()
+    p.close()
+    return len(traffic.events) + len(traffic.malformed), len(traffic.commands)
+
+
+@main.command()
+@click.option("--leads", default=500, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--seed", default=7, show_default=True, type=int)
+def simulate(leads: int, days: int, seed: int) -> None:
+    """Publish realistic synthetic traffic to FUNNEL_BROKER: events first, then sales feedback."""
+    from streams.runner import wait_caught_up
+
+    settings = _settings()
+    if not settings.broker:
+        raise click.UsageError("funnel simulate needs FUNNEL_BROKER (see 'funnel up')")
+    events, commands = _publish_traffic(
+        settings, leads, days, seed, wait=lambda: wait_caught_up(settings, timeout=120))
+    console.print(f"published {events} events and {commands} sales commands")
+
+
+@main.command()
+@click.option("--leads", default=400, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--serve", is_flag=True, help="Keep the stack running after the summary.")
+def demo(leads: int, days: int, seed: int, serve: bool) -> None:
+    """`up` + `simulate`: wait for the pipeline to catch up, print a funnel summary, exit 0."""
+    from streams.report import print_summary
+    from streams.runner import spawn_worker, stack, stop_worker, wait_caught_up
+
+    settings = _settings()
+    _model(settings)
+    with stack(settings, echo=console.print) as s:
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = s.data_dir / "worker.log"
+        proc = spawn_worker(s, log_path)
+        console.print(f"worker started (pid {proc.pid}, log {log_path})")
+        try:
+            started = time.monotonic()
+
+            def wait() -> None:
+                if not wait_caught_up(s, timeout=600, proc=proc):
+                    raise click.ClickException("the pipeline did not catch up in 10 minutes")
+
+            events, commands = _publish_traffic(s, leads, days, seed, wait=wait)
+            wait()
+            elapsed = time.monotonic() - started
+            print_summary(s, console, events + commands, elapsed)
+            if serve:
+                console.print("serving; Ctrl-C to stop")
+                while proc.poll() is None:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            stop_worker(proc)
+
+
+@main.group()
+def model() -> None:
+    """The scoring and lifecycle model file."""
+
+
+@model.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+def model_check(file: Path | None) -> None:
+    """Validate a model FILE (default: FUNNEL_MODEL or the packaged model) without starting."""
+    path = file or _settings().model
+    try:
+        m = load_model(path)
+    except ModelError as exc:
+        err.print(f"[red]{exc}[/red]")
+        sys.exit(1)
+    console.print(f"ok: model '{m.name}' version {m.version}: {len(m.interest.rules)} interest "
+                  f"rules, {len(m.fit.rules)} fit rules, policy {m.lifecycle.policy}")
+
+
+if __name__ == "__main__":
+    main()

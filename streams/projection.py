@@ -1,0 +1,150 @@
+"""The PostgreSQL projection of ``funnel.leads``: batched, idempotent by ``version``.
+
+A snapshot with a lower version than the row never overwrites it; stage changes are inserted
+once per (lead_id, version). Tables come from ``deploy/migrations``, applied at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from schemas.lead import LeadSnapshot
+
+log = logging.getLogger("funnel.projection")
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "deploy" / "migrations"
+
+LEAD_COLUMNS = [
+    "lead_id", "stage", "interest_score", "temperature", "fit_score", "quality", "origin",
+    "email", "company", "first_touch_source", "first_touch_medium", "first_touch_campaign",
+    "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at", "sql_at", "customer_at",
+    "orders", "revenue", "events_count", "model_name", "model_version", "traits", "reasons",
+    "version",
+]
+TRANSITION_COLUMNS = ["lead_id", "version", "from_stage", "to_stage", "trigger", "occurred_at",
+                      "actor", "reason", "reasons"]
+
+
+def _upsert_leads_sql() -> sql.Composed:
+    cols = sql.SQL(", ").join(map(sql.Identifier, LEAD_COLUMNS))
+    vals = sql.SQL(", ").join(sql.Placeholder() * len(LEAD_COLUMNS))
+    sets = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in LEAD_COLUMNS[1:])
+    return sql.SQL(
+        "INSERT INTO leads ({cols}, updated_at) VALUES ({vals}, now()) "
+        "ON CONFLICT (lead_id) DO UPDATE SET {sets}, updated_at = now() "
+        "WHERE leads.version < EXCLUDED.version").format(cols=cols, vals=vals, sets=sets)
+
+
+def _insert_transitions_sql() -> sql.Composed:
+    cols = sql.SQL(", ").join(map(sql.Identifier, TRANSITION_COLUMNS))
+    vals = sql.SQL(", ").join(sql.Placeholder() * len(TRANSITION_COLUMNS))
+    return sql.SQL("INSERT INTO lead_transitions ({cols}) VALUES ({vals}) "
+                   "ON CONFLICT (lead_id, version) DO NOTHING").format(cols=cols, vals=vals)
+
+
+UPSERT_LEADS = _upsert_leads_sql()
+INSERT_TRANSITIONS = _insert_transitions_sql()
+
+
+def _json(v: object) -> str:
+    return orjson.dumps(v).decode()
+
+
+def lead_row(s: LeadSnapshot) -> tuple:
+    return (s.lead_id, s.stage, s.interest_score, s.temperature, s.fit_score, s.quality, s.origin,
+            s.email, s.company, s.first_touch.source, s.first_touch.medium, s.first_touch.campaign,
+            s.first_seen_at, s.last_activity_at, s.stage_entered_at, s.mql_at, s.sql_at,
+            s.customer_at, s.orders, s.revenue, s.events_count, s.model_name, s.model_version,
+            _json(s.traits), _json([r.model_dump(mode="json") for r in s.reasons]), s.version)
+
+
+def transition_rows(s: LeadSnapshot) -> Iterable[tuple]:
+    for t in s.transitions:
+        yield (t.lead_id, t.version, t.from_stage, t.to_stage, t.trigger, t.occurred_at, t.actor,
+               t.reason, _json([r.model_dump(mode="json") for r in t.reasons]))
+
+
+def connect_kwargs(schema: str) -> dict:
+    return {"options": f"-c search_path={schema}", "autocommit": False}
+
+
+def migrate(dsn: str, schema: str = "public") -> list[str]:
+    """Apply the SQL migrations not yet applied; returns the names applied now."""
+    applied_now = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    with psycopg.connect(dsn, **connect_kwargs(schema)) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(727274)")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            if path.name in done:
+                continue
+            conn.execute(path.read_text("utf-8"))
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
+            applied_now.append(path.name)
+        conn.commit()
+    return applied_now
+
+
+def latest_per_lead(snapshots: Iterable[LeadSnapshot]) -> list[LeadSnapshot]:
+    """Coalesce a batch: keep the highest version per lead."""
+    best: dict[str, LeadSnapshot] = {}
+    for s in snapshots:
+        cur = best.get(s.lead_id)
+        if cur is None or s.version > cur.version:
+            best[s.lead_id] = s
+    return list(best.values())
+
+
+class Projection:
+    """Writes batches of snapshots; reconnects and retries on transient errors."""
+
+    def __init__(self, dsn: str, schema: str = "public") -> None:
+        self.dsn, self.schema = dsn, schema
+        self.conn: psycopg.AsyncConnection | None = None
+        self.rows_written = 0
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self.conn is None or self.conn.closed:
+            self.conn = await psycopg.AsyncConnection.connect(self.dsn, **connect_kwargs(self.schema))
+        return self.conn
+
+    async def write(self, snapshots: Iterable[LeadSnapshot]) -> int:
+        batch = latest_per_lead(snapshots)
+        if not batch:
+            return 0
+        batch.sort(key=lambda s: s.lead_id)   # a stable lock order between workers
+        leads = [lead_row(s) for s in batch]
+        transitions = [row for s in batch for row in transition_rows(s)]
+        delay = 0.5
+        while True:
+            try:
+                conn = await self._connection()
+                async with conn.cursor() as cur:
+                    await cur.executemany(UPSERT_LEADS, leads)
+                    if transitions:
+                        await cur.executemany(INSERT_TRANSITIONS, transitions)
+                await conn.commit()
+                self.rows_written += len(leads)
+                return len(leads)
+            except (psycopg.OperationalError, psycopg.errors.DeadlockDetected) as exc:
+                log.warning("projection write failed (%s); retrying in %.1fs", exc, delay)
+                if self.conn is not None and not self.conn.closed:
+                    await self.conn.close()
+                self.conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()

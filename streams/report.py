@@ -1,0 +1,61 @@
+"""The funnel summary printed by ``funnel demo``: read from the projection and the topics."""
+
+from __future__ import annotations
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from streams.app import Topics
+from streams.projection import connect_kwargs
+from streams.settings import Settings
+from streams.topics import end_offsets
+
+STAGE_ORDER = ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
+
+
+def counts(settings: Settings, column: str) -> dict[str, int]:
+    assert column in ("stage", "temperature", "quality", "origin")
+    with psycopg.connect(settings.dsn(), **connect_kwargs(settings.db_schema)) as conn:
+        rows = conn.execute(f"SELECT {column}, count(*) FROM leads GROUP BY 1").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def handoffs(settings: Settings) -> dict[str, int]:
+    topics = Topics.from_settings(settings)
+    out = {}
+    for stage in ("mql", "sql", "customer"):
+        name = topics.handoff(stage)
+        out[stage] = sum(end_offsets(settings, [name]).values())
+    out["dead letters"] = sum(end_offsets(settings, [topics.dlq]).values())
+    return out
+
+
+def _table(title: str, data: dict[str, int], order: list[str] | None = None) -> Table:
+    t = Table(title=title)
+    t.add_column(title.split()[-1])
+    t.add_column("leads", justify="right")
+    keys = [k for k in (order or sorted(data)) if k in data]
+    for k in keys:
+        t.add_row(k, str(data[k]))
+    return t
+
+
+def print_summary(settings: Settings, console: Console, messages: int, elapsed: float) -> None:
+    stages = counts(settings, "stage")
+    console.print(_table("Leads per stage", stages, STAGE_ORDER))
+    console.print(_table("Leads per temperature", counts(settings, "temperature"),
+                         ["hot", "warm", "cold"]))
+    console.print(_table("Leads per quality", counts(settings, "quality"),
+                         ["high", "medium", "low"]))
+    console.print(_table("Leads per origin", counts(settings, "origin"),
+                         ["marketing", "sales", "referral"]))
+    h = handoffs(settings)
+    t = Table(title="Handoffs sent")
+    t.add_column("topic")
+    t.add_column("messages", justify="right")
+    for k, v in h.items():
+        t.add_row(k, str(v))
+    console.print(t)
+    console.print(f"{sum(stages.values())} leads; {messages} messages processed in {elapsed:.1f}s "
+                  f"end to end: {messages / elapsed:,.0f} events/s")

@@ -1,0 +1,142 @@
+"""Running things: the worker in this process, or the whole stack with a worker subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from pydantic import SecretStr
+
+from funnel.config import ScoringModel, load_model
+from streams.settings import Settings
+from streams.stack import EmbeddedBroker, EmbeddedPostgres
+
+log = logging.getLogger("funnel.runner")
+
+
+def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning") -> None:
+    """Run the Faust worker (pipeline + projection) until stopped. Blocks."""
+    import faust
+
+    from streams.app import create_app
+    from streams.projection import migrate
+    from streams.topics import ensure_topics
+
+    migrate(settings.dsn(), settings.db_schema)
+    ensure_topics(settings)
+    app = create_app(settings, model)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def reset_projection(dsn: str, schema: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+            psycopg.sql.Identifier(schema)))
+
+
+@contextlib.contextmanager
+def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
+    """Settings with broker and database filled in, starting the embedded ones that are unset."""
+    broker = db = None
+    try:
+        if settings.broker is None:
+            broker = EmbeddedBroker(settings.data_dir).start()
+            echo(f"embedded broker (Tansu) at {broker.url}")
+        if settings.database_url is None:
+            db = EmbeddedPostgres(settings.data_dir).start()
+            echo(f"embedded PostgreSQL at {db.url}   (psql {db.url})")
+        resolved = settings.model_copy(update={
+            "broker": settings.broker or broker.url,  # type: ignore[union-attr]
+            "database_url": settings.database_url or SecretStr(db.url),  # type: ignore[union-attr]
+        })
+        if broker is not None and db is not None:
+            # the embedded broker keeps nothing between runs, so neither does the projection
+            reset_projection(resolved.dsn(), resolved.db_schema)
+        yield resolved
+    finally:
+        if db is not None:
+            db.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FUNNEL_") and k not in ("BROKER_URL", "WEB_PORT", "STORE_URL")}
+    env.update({
+        "FUNNEL_BROKER": settings.broker or "",
+        "FUNNEL_DATABASE_URL": settings.dsn(),
+        "FUNNEL_TOPIC_PREFIX": settings.topic_prefix,
+        "FUNNEL_PARTITIONS": str(settings.partitions),
+        "FUNNEL_REPLICATION_FACTOR": str(settings.replication_factor),
+        "FUNNEL_DATA_DIR": str(settings.data_dir),
+        "FUNNEL_DB_SCHEMA": settings.db_schema,
+        "FUNNEL_SESSION_TIMEOUT": str(settings.session_timeout),
+    })
+    if settings.model is not None:
+        env["FUNNEL_MODEL"] = str(settings.model)
+    if settings.group_id:
+        env["FUNNEL_GROUP_ID"] = settings.group_id
+    return env
+
+
+def spawn_worker(settings: Settings, log_path: Path | None = None) -> subprocess.Popen:
+    """``funnel worker`` in a child process (its own process group)."""
+    out = open(log_path, "wb") if log_path is not None else None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+                                env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT
+                                if out else None, stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        if out is not None:
+            out.close()
+
+
+def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def wait_caught_up(settings: Settings, timeout: float = 300.0, proc: subprocess.Popen | None = None
+                   ) -> bool:
+    """Until the worker group has committed everything on the input and snapshot topics."""
+    from streams.app import Topics
+    from streams.topics import group_lag
+
+    topics = Topics.from_settings(settings)
+    deadline = time.monotonic() + timeout
+    zero_in_a_row = 0
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {proc.returncode}")
+        try:
+            lag = group_lag(settings, settings.app_id, [topics.events, topics.feedback, topics.leads])
+        except Exception as exc:  # the group may not exist yet
+            log.debug("lag not known yet: %s", exc)
+            lag = -1
+        zero_in_a_row = zero_in_a_row + 1 if lag == 0 else 0
+        if zero_in_a_row >= 2:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def model_from(settings: Settings) -> ScoringModel:
+    return load_model(settings.model)

@@ -1,0 +1,159 @@
+"""Synthetic traffic: a population of leads with different fits and behaviours.
+
+Deterministic for a seed. Produces Segment messages for ``funnel.events`` (anonymous visitors who
+later identify, buyers, researchers, tyre-kickers, referrals, a few malformed messages) and the
+sales commands that follow (created leads, won and lost deals) for ``funnel.sales-feedback``.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from faker import Faker
+
+GOOD_INDUSTRIES = ["software", "saas", "fintech", "ecommerce", "retail", "education"]
+OTHER_INDUSTRIES = ["agriculture", "mining", "government", "non-profit", "hospitality"]
+GOOD_TITLES = ["CTO", "Head of Marketing", "VP Sales", "Founder", "Director of IT", "CEO"]
+OTHER_TITLES = ["Student", "Intern", "Analyst", "Engineer", "Assistant"]
+GOOD_COUNTRIES = ["US", "GB", "DE", "FR", "VN", "SG", "AU", "CA"]
+OTHER_COUNTRIES = ["BR", "AR", "EG", "KE", "PE"]
+CAMPAIGNS = [
+    {"source": "google", "medium": "cpc", "name": "q4-launch"},
+    {"source": "facebook", "medium": "social", "name": "brand-awareness"},
+    {"source": "newsletter", "medium": "email", "name": "monthly-digest"},
+    {"source": "partner", "medium": "referral", "name": "partner-program"},
+    {"source": "linkedin", "medium": "cpc", "name": "abm-enterprise"},
+]
+PAGES = ["/", "/blog/lead-scoring", "/blog/mql-vs-sql", "/features", "/customers", "/about"]
+
+
+@dataclass
+class Traffic:
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)   # (key, message)
+    malformed: list[tuple[str | None, bytes]] = field(default_factory=list)
+    commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class _Gen:
+    def __init__(self, seed: int, start: datetime, days: int) -> None:
+        self.rnd = random.Random(seed)
+        self.fake = Faker()
+        self.fake.seed_instance(seed)
+        self.start, self.days = start, days
+        self.out = Traffic()
+
+    def uid(self) -> str:
+        return str(uuid.UUID(int=self.rnd.getrandbits(128)))
+
+    def at(self, day: float) -> datetime:
+        return self.start + timedelta(days=min(day, self.days - 0.001), seconds=self.rnd.randint(0, 3600))
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        msg.setdefault("messageId", self.uid())
+        key = msg.get("userId") or msg["anonymousId"]
+        self.out.events.append((key, msg))
+
+    def msg(self, type_: str, who: dict[str, str], t: datetime, **kw: Any) -> dict[str, Any]:
+        m: dict[str, Any] = {"type": type_, "timestamp": t.isoformat().replace("+00:00", "Z"), **who}
+        m.update(kw)
+        return m
+
+    def traits(self, good: bool, **extra: Any) -> dict[str, Any]:
+        f, r = self.fake, self.rnd
+        company = f.company()
+        domain = company.split()[0].lower().strip(",.") + ".com"
+        t = {
+            "name": f.name(),
+            "email": f"{f.user_name()}@{domain if good or r.random() < 0.4 else 'gmail.com'}",
+            "company": company,
+            "industry": r.choice(GOOD_INDUSTRIES if good else OTHER_INDUSTRIES),
+            "employees": r.randint(60, 5000) if good else r.randint(1, 40),
+            "country": r.choice(GOOD_COUNTRIES if good else OTHER_COUNTRIES),
+            "job_title": r.choice(GOOD_TITLES if good else OTHER_TITLES),
+        }
+        if good:
+            t["budget"] = r.choice([15000, 25000, 50000, 120000])
+        t.update(extra)
+        return t
+
+    def browse(self, who: dict[str, str], day: float, n: int, campaign: dict | None) -> None:
+        for i in range(n):
+            page = self.rnd.choice(PAGES)
+            ctx: dict[str, Any] = {"page": {"url": f"https://example.com{page}", "path": page}}
+            if campaign and i == 0:
+                ctx["campaign"] = campaign
+            self.emit(self.msg("page", who, self.at(day + i * 0.05),
+                               properties={"path": page, "url": f"https://example.com{page}"},
+                               context=ctx))
+
+    def track(self, who: dict[str, str], day: float, name: str, **props: Any) -> None:
+        self.emit(self.msg("track", who, self.at(day), event=name, properties=props))
+
+    def command(self, lead_id: str, action: str, day: float, **kw: Any) -> None:
+        c = {"command_id": self.uid(), "lead_id": lead_id, "action": action,
+             "occurred_at": self.at(day).isoformat().replace("+00:00", "Z"),
+             "actor": self.fake.email(), **kw}
+        self.out.commands.append((lead_id, c))
+
+
+def generate(leads: int, days: int, seed: int = 7, start: datetime | None = None) -> Traffic:
+    """The traffic of ``leads`` people over ``days`` days, in event-time order per lead."""
+    start = start or datetime(2026, 10, 1, tzinfo=timezone.utc)
+    g = _Gen(seed, start, max(days, 1))
+    r = g.rnd
+    for _ in range(leads):
+        anon = g.uid()
+        user = f"u-{g.uid()[:12]}"
+        campaign = r.choice(CAMPAIGNS) if r.random() < 0.7 else None
+        day = r.uniform(0, max(days - 3, 0.5))
+        kind = r.choices(["buyer", "researcher", "visitor", "referral", "sales"],
+                         weights=[22, 28, 38, 6, 6])[0]
+        if kind == "sales":
+            g.command(user, "create", day, reason="met at trade show",
+                      traits=g.traits(True))
+            if r.random() < 0.5:
+                g.command(user, "won", day + 2, amount=float(r.choice([1200, 4800, 9600])),
+                          currency="USD", reason="signed")
+            continue
+        g.browse({"anonymousId": anon}, day, r.randint(1, 4), campaign)    # anonymous first
+        if kind == "visitor" and r.random() < 0.6:
+            continue                                                          # never identifies
+        good = kind in ("buyer", "referral") or (kind == "researcher" and r.random() < 0.5)
+        extra = {"referred_by": g.fake.email()} if kind == "referral" else {}
+        known = {"userId": user, "anonymousId": anon}
+        g.emit(g.msg("identify", known, g.at(day + 0.3), traits=g.traits(good, **extra)))
+        g.browse(known, day + 0.4, r.randint(1, 3), None)
+        if kind == "visitor":
+            if r.random() < 0.3:
+                g.track(known, day + 0.5, "Unsubscribed")
+            continue
+        g.track(known, day + 0.5, "Content Downloaded", asset="lead-scoring-guide.pdf")
+        if r.random() < 0.5:
+            g.track(known, day + 0.6, "Newsletter Subscribed")
+        if kind == "researcher":
+            if r.random() < 0.4:
+                g.track(known, day + 1, "Webinar Attended", webinar="funnel-101")
+            continue
+        g.browse(known, day + 1, 1, None)
+        g.emit(g.msg("page", known, g.at(day + 1.1), properties={"path": "/pricing"}))
+        g.track(known, day + 1.2, "Demo Requested")
+        g.track(known, day + 1.5, "Call Completed", duration_seconds=r.randint(300, 1800))
+        outcome = r.random()
+        if outcome < 0.35:
+            g.track(known, day + 2, "Order Completed", revenue=float(r.choice([900, 2400, 7200])),
+                    currency="USD")
+        elif outcome < 0.6:
+            g.command(user, "won", day + 2.5, amount=float(r.choice([1500, 6000])), currency="USD")
+        elif outcome < 0.75:
+            g.command(user, "lost", day + 2.5, reason="went with a competitor")
+        elif outcome < 0.85:
+            g.command(user, "reject", day + 2.5, reason="no budget this year")
+    # a few malformed messages, as any real topic has
+    for i in range(max(1, leads // 100)):
+        g.out.malformed.append((None, b"this is not json {"))
+        g.out.malformed.append((f"bad-{i}", b'{"type": "page", "timestamp": "2026-10-01T00:00:00Z"}'))
+    return g.out

