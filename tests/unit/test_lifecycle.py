@@ -67,7 +67,7 @@ def test_a_low_fit_lead_stays_mql_however_hot():
 
 
 def test_one_event_can_move_a_lead_through_several_stages_in_order():
-    hot_but_unknown = [event(name="Demo Requested", when=at(i)) for i in range(2)]
+    hot_but_unknown = [event(name="Demo Requested", when=at(i)) for i in range(3)]
     lead, moves = run(*hot_but_unknown)
     assert (lead.stage, lead.temperature, lead.quality) == ("iql", "hot", "low")
     lead, moves = run(identify(when=at(5)), lead=lead)
