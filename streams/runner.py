@@ -81,6 +81,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_DATA_DIR": str(settings.data_dir),
         "FUNNEL_DB_SCHEMA": settings.db_schema,
         "FUNNEL_SESSION_TIMEOUT": str(settings.session_timeout),
+        "FUNNEL_FLUSH_INTERVAL": str(settings.flush_interval),
+        "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
+        "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
     })
     if settings.model is not None:
         env["FUNNEL_MODEL"] = str(settings.model)
@@ -91,6 +94,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 def spawn_worker(settings: Settings, log_path: Path | None = None) -> subprocess.Popen:
     """``funnel worker`` in a child process (its own process group)."""
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "wb") if log_path is not None else None
     try:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
