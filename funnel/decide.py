@@ -62,6 +62,7 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
     at = event.timestamp
     _touch(lead, at)
     lead.events_count += 1
+    traits_before = lead.traits
     if event.traits:
         lead.traits = {**lead.traits, **event.traits}
     context_traits = event.context.get("traits")
@@ -92,7 +93,7 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
         revenue = scoring._num(event.properties.get("revenue"))
         lead.orders += 1
         lead.revenue += revenue or 0.0
-    _classify(lead, model)
+    _classify(lead, model, fit_too=lead.traits is not traits_before or lead.version == 1)
 
     transitions: list[TransitionRecord] = []
     if fired & set(model.lifecycle.customer_signals) and lead.stage != "customer":
@@ -101,10 +102,11 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
     return lead, transitions
 
 
-def _classify(lead: Lead, model: ScoringModel) -> None:
+def _classify(lead: Lead, model: ScoringModel, fit_too: bool = True) -> None:
     lead.temperature = scoring.temperature(model, lead.interest_raw)
-    lead.fit_score, lead.fit_reasons = scoring.fit(model, lead.traits)
-    lead.quality = scoring.quality(model, lead.fit_score)
+    if fit_too:   # fit depends on traits only
+        lead.fit_score, lead.fit_reasons = scoring.fit(model, lead.traits)
+        lead.quality = scoring.quality(model, lead.fit_score)
 
 
 def _advance(lead: Lead, at: datetime, transitions: list[TransitionRecord], model: ScoringModel,

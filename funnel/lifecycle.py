@@ -92,9 +92,11 @@ class Lifecycle:
         self.machine = Machine(model=None, states=STAGES, transitions=TRANSITIONS,
                                initial="iql", auto_transitions=False, send_event=False)
         self.machine.add_model(self.cursor)
+        self._allowed = {stage: self.machine.get_triggers(stage) for stage in STAGES}
 
     def allowed(self, stage: str) -> list[str]:
-        return self.machine.get_triggers(stage)
+        """The triggers that have a move out of ``stage`` (guards not evaluated)."""
+        return self._allowed[stage]
 
     def fire(self, lead: Lead, trigger: str, signals: set[str] | None = None) -> str | None:
         """Try ``trigger`` on ``lead``; the new stage, or None when a guard says no.

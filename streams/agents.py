@@ -27,6 +27,7 @@ from streams.settings import Settings
 
 log = logging.getLogger("funnel.agents")
 
+MARKER_KEY = b"\x00funnel-batch-end"
 CLOUDEVENT_HEADERS = [("content-type", b"application/cloudevents+json")]
 
 
@@ -139,10 +140,24 @@ class Pipeline:
             await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None,
                                 headers=o.headers)
         await producer.flush()
+        if not dirty:
+            return
+        partitions = set()
         for lead_id, (lead, partition) in dirty.items():
             raw = lead.model_dump_json().encode()
             self.table.data[lead_id] = raw
             self.table.send_changelog(partition, lead_id, raw)
+            partitions.add(partition)
+        await producer.flush()
+        # End every changelog partition written with a record batch of one record (a tombstone
+        # for a key no lead has). Some Kafka-compatible brokers (Tansu 0.6) report the end of a
+        # partition as the base offset of its last batch + 1, and Faust's recovery stops there:
+        # without this, the other records of a last multi-record batch would be skipped.
+        changelog = self.table.changelog_topic.get_topic_name()
+        for partition in sorted(partitions):
+            await producer.send(changelog, MARKER_KEY, None, partition=partition, timestamp=None,
+                                headers=None)
+        await producer.flush()
 
     async def run_batch(self, events: list[Any]) -> None:
         out, dirty = self.decide(events)

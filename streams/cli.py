@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,13 @@ def _model(settings: Settings):
         return load_model(settings.model)
     except ModelError as exc:
         raise click.ClickException(f"bad model file:\n{exc}") from None
+
+
+def _sigterm_is_ctrl_c() -> None:
+    """So that a SIGTERM (from a supervisor, or ``timeout``) also stops the stack cleanly."""
+    def raise_interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, raise_interrupt)
 
 
 def _progress() -> Progress:
@@ -76,6 +84,7 @@ def up() -> None:
 
     settings = _settings()
     _model(settings)
+    _sigterm_is_ctrl_c()
     with stack(settings, echo=console.print) as s:
         proc = spawn_worker(s)
         console.print(f"worker started (pid {proc.pid}); topics prefixed '{s.topic_prefix}'. "
@@ -192,6 +201,7 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
 
     settings = _settings()
     _model(settings)
+    _sigterm_is_ctrl_c()
     with stack(settings, echo=console.print) as s:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = s.data_dir / "worker.log"

@@ -83,7 +83,8 @@ def test_killed_and_restarted_worker_ends_with_the_same_leads_and_every_handoff(
     print(f"uninterrupted: {len(leads)} leads; crashed run killed with {killed['at']} projected")
     assert len(leads) > 200
     assert {r[1] for r in leads} >= {"iql", "mql", "sql", "customer"}
-    assert leads2 == leads
+    diff = [(a, b) for a, b in zip(leads, leads2) if a != b]
+    assert leads2 == leads, f"{len(diff)} leads differ, first: {diff[:2]}"
     assert transitions2 == transitions
     assert handoffs2 == handoffs
     assert sum(len(v) for v in handoffs.values()) > 50
