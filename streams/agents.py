@@ -8,6 +8,7 @@ at most the last batch, and deduplication by ``messageId``/``command_id`` makes 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from streams.settings import Settings
 
 log = logging.getLogger("funnel.agents")
 
-MARKER_KEY = b"\x00funnel-batch-end"
+MARKER_KEY = "\x00funnel-batch-end"   # no lead has this id
 CLOUDEVENT_HEADERS = [("content-type", b"application/cloudevents+json")]
 
 
@@ -46,6 +47,7 @@ class Stats:
     dead_letters: int = 0
     transitions: int = 0
     handoffs: int = 0
+    regressions: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -58,39 +60,65 @@ def dead_letter(dlq: str, message: Any, code: str, detail: str) -> Outgoing:
 
 
 class Pipeline:
-    """One batch at a time: pure decisions, then I/O in a safe order."""
+    """Decides each message at once (pure, in memory); writes behind, in batches.
+
+    ``apply`` runs every message through the core and keeps the new lead as this worker's live
+    state. ``flush`` (every ``flush_max_events`` messages, every ``flush_interval`` seconds, and
+    before partitions are revoked) sends the outputs and waits for the broker, then writes one
+    changelog record per changed lead, then acknowledges the messages so that their offsets can
+    be committed. Faust's ``take_events`` is not used: it can acknowledge a message that arrives
+    while a batch is being acknowledged without ever yielding it.
+    """
 
     def __init__(self, app: faust.App, table: Any, settings: Settings, model: ScoringModel,
                  topics: Any) -> None:
         self.app, self.table, self.settings, self.model, self.topics = (
             app, table, settings, model, topics)
         self.stats = Stats()
+        self.started: set[tuple[str, int]] = set()
+        # partition -> lead id -> state: the live state of the leads this worker changed since
+        # it was assigned the partition; authoritative over the Table's store
+        self.live: dict[int, dict[str, Lead]] = {}
+        self.out: list[Outgoing] = []
+        self.dirty: dict[str, int] = {}          # lead id -> partition, not yet in the changelog
+        self.pending: list[tuple[Any, Any]] = []  # (stream, event) not yet acknowledged
+        self.lock = asyncio.Lock()
+        self.batch_started = time.monotonic()
 
-    def load(self, lead_id: str) -> Lead:
+    def load(self, lead_id: str, partition: int) -> Lead:
+        live = self.live.get(partition, {}).get(lead_id)
+        if live is not None:
+            return live
         raw = self.table.data.get(lead_id)
         if raw is None:
             return new_lead(lead_id, self.model)
         return Lead.model_validate_json(raw)
 
-    def decide(self, events: list[Any]) -> tuple[list[Outgoing], dict[str, tuple[Lead, int]]]:
-        """Run every message of the batch through the core; nothing is sent yet."""
-        out: list[Outgoing] = []
-        dirty: dict[str, tuple[Lead, int]] = {}
-        for event in events:
-            msg = event.message
-            try:
-                self._one(msg, out, dirty)
-            except Exception as exc:  # the worker never dies on one message
-                log.exception("processing failed at %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                out.append(dead_letter(self.topics.dlq, msg, "processing_error",
-                                       f"{type(exc).__name__}: {exc}"))
-                self.stats.dead_letters += 1
-        for lead, _ in dirty.values():
-            out.append(Outgoing(self.topics.leads, lead.lead_id.encode(),
-                                lead.snapshot().model_dump_json().encode()))
-        return out, dirty
+    def apply(self, stream: Any, event: Any) -> None:
+        """Decide one message; nothing is sent yet."""
+        msg = event.message
+        tp = (msg.topic, msg.partition)
+        if tp not in self.started:
+            self.started.add(tp)
+            log.info("first message from %s[%s] at offset %s", *tp, msg.offset)
+        if not self.pending:
+            self.batch_started = time.monotonic()
+        self.pending.append((stream, event))
+        try:
+            self._one(msg)
+        except Exception as exc:  # the worker never dies on one message
+            log.exception("processing failed at %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            self.out.append(dead_letter(self.topics.dlq, msg, "processing_error",
+                                        f"{type(exc).__name__}: {exc}"))
+            self.stats.dead_letters += 1
 
-    def _one(self, msg: Any, out: list[Outgoing], dirty: dict[str, tuple[Lead, int]]) -> None:
+    def due(self) -> bool:
+        return bool(self.pending) and (
+            len(self.pending) >= self.settings.flush_max_events
+            or time.monotonic() - self.batch_started >= self.settings.flush_interval)
+
+    def _one(self, msg: Any) -> None:
+        out = self.out
         is_event = msg.topic == self.topics.events
         try:
             parsed = (parse_event(msg.value, self.settings.max_event_bytes) if is_event
@@ -109,8 +137,7 @@ class Pipeline:
             self.stats.events += 1
         else:
             self.stats.commands += 1
-        cached = dirty.get(lead_id)
-        lead = cached[0] if cached else self.load(lead_id)
+        lead = self.load(lead_id, msg.partition)
         try:
             new, transitions = process(lead, parsed, self.model)
         except CommandRefused as exc:
@@ -119,7 +146,8 @@ class Pipeline:
             return
         if new is lead:
             return  # a duplicate: counted once already
-        dirty[lead_id] = (new, msg.partition)
+        self.live.setdefault(msg.partition, {})[lead_id] = new
+        self.dirty[lead_id] = msg.partition
         if transitions:
             snap = new.snapshot()
             for t in transitions:
@@ -133,35 +161,45 @@ class Pipeline:
                     self.stats.handoffs += 1
             self.stats.transitions += len(transitions)
 
-    async def commit_batch(self, out: list[Outgoing], dirty: dict[str, tuple[Lead, int]]) -> None:
-        """Send the outputs and wait for the broker; then write the state changelog."""
-        producer = self.app.producer
-        for o in out:
-            await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None,
-                                headers=o.headers)
-        await producer.flush()
-        if not dirty:
-            return
-        partitions = set()
-        for lead_id, (lead, partition) in dirty.items():
-            raw = lead.model_dump_json().encode()
-            self.table.data[lead_id] = raw
-            self.table.send_changelog(partition, lead_id, raw)
-            partitions.add(partition)
-        await producer.flush()
-        # End every changelog partition written with a record batch of one record (a tombstone
-        # for a key no lead has). Some Kafka-compatible brokers (Tansu 0.6) report the end of a
-        # partition as the base offset of its last batch + 1, and Faust's recovery stops there:
-        # without this, the other records of a last multi-record batch would be skipped.
-        changelog = self.table.changelog_topic.get_topic_name()
-        for partition in sorted(partitions):
-            await producer.send(changelog, MARKER_KEY, None, partition=partition, timestamp=None,
-                                headers=None)
-        await producer.flush()
+    async def flush(self) -> None:
+        """Outputs first (and acknowledged by the broker), then state, then the offsets."""
+        async with self.lock:
+            if not self.pending:
+                return
+            out, dirty, pending = self.out, self.dirty, self.pending
+            self.out, self.dirty, self.pending = [], {}, []
+            producer = self.app.producer
+            leads = {lead_id: self.live[p][lead_id] for lead_id, p in dirty.items()}
+            for lead_id, lead in leads.items():
+                out.append(Outgoing(self.topics.leads, lead_id.encode(),
+                                    lead.snapshot().model_dump_json().encode()))
+            for o in out:
+                await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None,
+                                    headers=o.headers)
+            await producer.flush()
+            if dirty:
+                for lead_id, partition in dirty.items():
+                    raw = leads[lead_id].model_dump_json().encode()
+                    self.table.data[lead_id] = raw
+                    self.table.send_changelog(partition, lead_id, raw)
+                await producer.flush()
+                # End every changelog partition written with a record batch of one record (for
+                # a key no lead has). Some Kafka-compatible brokers (Tansu 0.6) report the end
+                # of a partition as the base offset of its last batch + 1, and Faust's recovery
+                # stops there: without this, the other records of a last multi-record batch
+                # would be skipped.
+                for partition in sorted(set(dirty.values())):
+                    self.table.send_changelog(partition, MARKER_KEY, b"{}")
+                await producer.flush()
+            for stream, event in pending:
+                await stream.ack(event)
 
-    async def run_batch(self, events: list[Any]) -> None:
-        out, dirty = self.decide(events)
-        await self.commit_batch(out, dirty)
+    async def on_revoked(self, partitions: set[int]) -> None:
+        """Write what is pending while the partitions are still ours; then forget their live
+        state (it is recovered from the changelog when they come back)."""
+        await self.flush()
+        for p in partitions:
+            self.live.pop(p, None)
 
 
 def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any, *,
@@ -174,11 +212,22 @@ def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any
     pipeline = Pipeline(app, table, settings, model, topics)
     app.funnel_pipeline = pipeline  # type: ignore[attr-defined]
 
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        await pipeline.on_revoked({tp.partition for tp in revoked if tp.topic == topics.events})
+
     @app.agent(inputs, name="funnel-pipeline", concurrency=1)
     async def funnel_pipeline(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.flush_max_events,
-                                               within=settings.flush_interval):
-            await pipeline.run_batch(list(events))
+        manual = stream.noack()
+        async for event in manual.events():
+            pipeline.apply(manual, event)
+            if pipeline.due():
+                await pipeline.flush()
+
+    @app.timer(settings.flush_interval)
+    async def flush_idle_batch() -> None:
+        if pipeline.due():
+            await pipeline.flush()
 
     if projection:
         install_projection(app, settings, topics)
@@ -190,14 +239,43 @@ def install_projection(app: faust.App, settings: Settings, topics: Any) -> None:
     leads = app.topic(topics.leads, key_type=bytes, value_type=bytes, key_serializer="raw",
                       value_serializer="raw", partitions=settings.partitions)
     writer = Projection(settings.dsn(), settings.db_schema)
+    batch: list[tuple[Any, Any, LeadSnapshot | None]] = []
+    lock = asyncio.Lock()
+    started = [time.monotonic()]
+
+    async def flush() -> None:
+        async with lock:
+            if not batch:
+                return
+            taken = batch[:]
+            del batch[:]
+            await writer.write(s for _, _, s in taken if s is not None)
+            for stream, event, _ in taken:
+                await stream.ack(event)
+
+    def due() -> bool:
+        return bool(batch) and (len(batch) >= 1000 or time.monotonic() - started[0] >= 0.3)
 
     @app.agent(leads, name="funnel-projection", concurrency=1)
     async def funnel_projection(stream: faust.StreamT) -> None:
-        async for values in stream.take(1000, within=0.3):
-            snaps = []
-            for raw in values:
-                try:
-                    snaps.append(LeadSnapshot.model_validate_json(raw))
-                except Exception as exc:  # a foreign message on funnel.leads: skip it, say so
-                    log.error("skipping an unreadable snapshot on %s: %s", topics.leads, exc)
-            await writer.write(snaps)
+        manual = stream.noack()
+        async for event in manual.events():
+            try:
+                snap: LeadSnapshot | None = LeadSnapshot.model_validate_json(event.value)
+            except Exception as exc:  # a foreign message on funnel.leads: skip it, say so
+                log.error("skipping an unreadable snapshot on %s: %s", topics.leads, exc)
+                snap = None
+            if not batch:
+                started[0] = time.monotonic()
+            batch.append((manual, event, snap))
+            if due():
+                await flush()
+
+    @app.timer(0.3)
+    async def flush_projection() -> None:
+        if due():
+            await flush()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        await flush()

@@ -60,9 +60,9 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--loglevel", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(loglevel: str) -> None:
+@click.option("--loglevel", default=None, type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Default: FUNNEL_LOG_LEVEL, else warning.")
+def worker(loglevel: str | None) -> None:
     """Run the pipeline worker and the projection against FUNNEL_BROKER and FUNNEL_DATABASE_URL.
 
     Start several to scale out: they share the partitions of one consumer group."""
@@ -73,7 +73,7 @@ def worker(loglevel: str) -> None:
         raise click.UsageError("funnel worker needs FUNNEL_BROKER and FUNNEL_DATABASE_URL "
                                "(or run 'funnel up' to start the embedded stack)")
     model = _model(settings)
-    run_worker(settings, model, loglevel)
+    run_worker(settings, model, loglevel or settings.log_level)
 
 
 @main.command()

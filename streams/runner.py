@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from funnel.config import ScoringModel, load_model
 from streams.settings import Settings
-from streams.stack import EmbeddedBroker, EmbeddedPostgres
+from streams.stack import EmbeddedBroker, EmbeddedPostgres, die_with_parent
 
 log = logging.getLogger("funnel.runner")
 
@@ -34,6 +34,9 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
     ensure_topics(settings)
     app = create_app(settings, model)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    if loglevel == "info":
+        logging.getLogger("funnel").setLevel(logging.DEBUG)
     worker.execute_from_commandline()
 
 
@@ -84,6 +87,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_FLUSH_INTERVAL": str(settings.flush_interval),
         "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
+        "FUNNEL_LOG_LEVEL": settings.log_level,
     })
     if settings.model is not None:
         env["FUNNEL_MODEL"] = str(settings.model)
@@ -93,14 +97,15 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 def spawn_worker(settings: Settings, log_path: Path | None = None) -> subprocess.Popen:
-    """``funnel worker`` in a child process (its own process group)."""
+    """``funnel worker`` in a child process (its own process group), stopped with its parent."""
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "wb") if log_path is not None else None
     try:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
                                 env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT
-                                if out else None, stdin=subprocess.DEVNULL, start_new_session=True)
+                                if out else None, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
     finally:
         if out is not None:
             out.close()

@@ -6,12 +6,25 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import socket
 import subprocess
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the process that started it dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -58,7 +71,7 @@ class EmbeddedBroker:
             [str(binary), "broker", "--listener-url", listen, "--advertised-listener-url", listen,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent if sys.platform == "linux" else None)
         log.close()
         wait_for_port(self.port, 20, self.proc)
         return self

@@ -79,7 +79,8 @@ def fresh_settings(backends: tuple[str, str], tmp: Path, **kw: object) -> Settin
     broker_url, db_url = backends
     tag = uuid.uuid4().hex[:10]
     base = Settings(broker=broker_url, database_url=SecretStr(db_url), data_dir=tmp,
-                    topic_prefix=f"t{tag}.", db_schema=f"t_{tag}", partitions=4)
+                    topic_prefix=f"t{tag}.", db_schema=f"t_{tag}", partitions=4,
+                    log_level="info")
     return base.model_copy(update=kw)
 
 

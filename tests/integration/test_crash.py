@@ -42,11 +42,18 @@ def final_state(settings):
     leads = query(settings, f"SELECT {COLUMNS} FROM leads ORDER BY lead_id")
     transitions = query(settings, "SELECT lead_id, version, from_stage, to_stage FROM "
                                   "lead_transitions ORDER BY lead_id, version")
+    events = {}
+    for r in read_all(settings, settings.topic("events"), timeout=10):
+        events.setdefault(r.key, []).append((r.partition, r.offset, r.value[:120]))
+    snaps = {}
+    for r in read_all(settings, settings.topic("leads"), timeout=10):
+        snaps.setdefault(r.key, []).append((r.partition, r.offset, orjson.loads(r.value)["version"]))
+    events["snapshots"] = snaps
     handoffs = {}
     for stage in ("mql", "sql", "customer"):
         recs = read_all(settings, settings.topic(f"handoff.{stage}"), timeout=10)
         handoffs[stage] = sorted({orjson.loads(r.value)["id"] for r in recs})
-    return leads, transitions, handoffs
+    return leads, transitions, handoffs, events
 
 
 def run(backends, tmp, crash: bool):
@@ -69,8 +76,13 @@ def run(backends, tmp, crash: bool):
         publish_chunks(settings, messages, between=maybe_kill)
         if crash:
             assert killed, "the worker was not killed"
+            # as a supervisor would: restart once the dead member has left the group (its
+            # session timed out), so that the new worker is not rebalanced mid-stream
+            time.sleep(settings.session_timeout + 1)
             worker = Worker(settings, tmp / "worker-2.log").start()
         assert wait_caught_up(settings, timeout=240, proc=worker.proc), worker.tail()
+        log = worker.log.read_text(errors="replace")
+        assert "Error in recovery" not in log, worker.tail()
         return final_state(settings), killed
     finally:
         worker.stop()
@@ -78,13 +90,15 @@ def run(backends, tmp, crash: bool):
 
 def test_killed_and_restarted_worker_ends_with_the_same_leads_and_every_handoff(
         backends, tmp_path):
-    (leads, transitions, handoffs), _ = run(backends, tmp_path / "a", crash=False)
-    (leads2, transitions2, handoffs2), killed = run(backends, tmp_path / "b", crash=True)
+    (leads, transitions, handoffs, _), _ = run(backends, tmp_path / "a", crash=False)
+    (leads2, transitions2, handoffs2, events2), killed = run(backends, tmp_path / "b", crash=True)
     print(f"uninterrupted: {len(leads)} leads; crashed run killed with {killed['at']} projected")
     assert len(leads) > 200
     assert {r[1] for r in leads} >= {"iql", "mql", "sql", "customer"}
     diff = [(a, b) for a, b in zip(leads, leads2) if a != b]
-    assert leads2 == leads, f"{len(diff)} leads differ, first: {diff[:2]}"
+    detail = [(events2.get(b[0].encode()), events2["snapshots"].get(b[0].encode()))
+              for _, b in diff[:2]]
+    assert leads2 == leads, f"{len(diff)} leads differ, first: {diff[:2]}; their events: {detail}"
     assert transitions2 == transitions
     assert handoffs2 == handoffs
     assert sum(len(v) for v in handoffs.values()) > 50
