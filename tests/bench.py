@@ -26,14 +26,20 @@ def bench_core(leads: int = 3000) -> None:
     model = load_model()
     traffic = generate(leads, 30, seed=1)
     raws = [orjson.dumps(m) for _, m in traffic.events]
-    tracemalloc.start()
+
+    def replay() -> dict:
+        state: dict = {}
+        for raw in raws:
+            e = parse_event(raw)
+            lead = state.get(e.lead_key) or new_lead(e.lead_key, model)
+            state[e.lead_key], _ = process(lead, e, model)
+        return state
+
     start = time.perf_counter()
-    state: dict = {}
-    for raw in raws:
-        e = parse_event(raw)
-        lead = state.get(e.lead_key) or new_lead(e.lead_key, model)
-        state[e.lead_key], _ = process(lead, e, model)
+    state = replay()
     elapsed = time.perf_counter() - start
+    tracemalloc.start()
+    replay()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(f"core: {len(raws)} events for {len(state)} leads in {elapsed:.2f}s = "
