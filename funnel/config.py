@@ -118,8 +118,17 @@ class QualityBands(_Strict):
 class Interest(_Strict):
     half_life_days: float | None = Field(None, gt=0)
     cap: float | None = Field(None, gt=0)
+    hysteresis: float = Field(0.0, ge=0)
     bands: TemperatureBands
     rules: list[InterestRule]
+
+    @model_validator(mode="after")
+    def _hysteresis_fits(self) -> "Interest":
+        gap = min(self.bands.warm, self.bands.hot - self.bands.warm)
+        if self.hysteresis >= gap:
+            raise ValueError(f"hysteresis ({self.hysteresis}) must be below {gap}, the smallest "
+                             "distance between bands, or a lead could never cool")
+        return self
 
 
 class Fit(_Strict):

@@ -103,7 +103,8 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
 
 
 def _classify(lead: Lead, model: ScoringModel, fit_too: bool = True) -> None:
-    lead.temperature = scoring.temperature(model, lead.interest_raw)
+    previous = lead.temperature if lead.version > 1 else None
+    lead.temperature = scoring.temperature(model, lead.interest_raw, previous)
     if fit_too:   # fit depends on traits only
         lead.fit_score, lead.fit_reasons = scoring.fit(model, lead.traits)
         lead.quality = scoring.quality(model, lead.fit_score)

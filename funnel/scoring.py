@@ -153,11 +153,20 @@ def add_points(model: ScoringModel, score: float, anchor: datetime | None, at: d
     return max(new, 0.0), new_anchor
 
 
-def temperature(model: ScoringModel, score: float) -> Temperature:
-    bands = model.interest.bands
-    if score >= bands.hot:
+_RANK = {"cold": 0, "warm": 1, "hot": 2}
+
+
+def temperature(model: ScoringModel, score: float, previous: Temperature | None = None
+                ) -> Temperature:
+    """The band of ``score``. With hysteresis, a lead falls out of its band only when it is more
+    than ``hysteresis`` points below the band's threshold, so it does not flip at every event."""
+    bands, h = model.interest.bands, model.interest.hysteresis
+    raw: Temperature = "hot" if score >= bands.hot else "warm" if score >= bands.warm else "cold"
+    if previous is None or not h or _RANK[raw] >= _RANK[previous]:
+        return raw
+    if previous == "hot" and score >= bands.hot - h:
         return "hot"
-    if score >= bands.warm:
+    if score >= bands.warm - h:
         return "warm"
     return "cold"
 

@@ -28,6 +28,8 @@ CASES = [
     ("signal nobody gives", ("signals: [sales_ready]\n  customer", "signals: [nope]\n  customer"),
      "lifecycle.sql.signals: signal(s) nope"),
     ("duplicate rule id", ("id: page-view", "id: pricing-page"), "repeated: pricing-page"),
+    ("hysteresis too wide", ("hysteresis: 5 ", "hysteresis: 30 "),
+     "interest: hysteresis (30.0) must be below 25.0"),
     ("not yaml", ("name: default", "name: [default"), "not valid YAML"),
 ]
 

@@ -150,3 +150,24 @@ lifecycle:
   sql: {temperatures: [hot], qualities: [high], signals: [sales_ready]}
   customer_signals: [purchase]
 """
+
+
+@pytest.mark.parametrize("previous,score,expected", [
+    ("hot", 57, "hot"), ("hot", 54.9, "warm"), ("warm", 21, "warm"), ("warm", 19.9, "cold"),
+    ("hot", 10, "cold"), ("cold", 24, "cold"), ("cold", 25, "warm"), ("warm", 60, "hot"),
+])
+def test_hysteresis_keeps_a_lead_on_the_line_in_its_band(previous, score, expected):
+    assert MODEL.interest.hysteresis == 5
+    assert scoring.temperature(MODEL, score, previous) == expected
+
+
+def test_a_hot_lead_cools_only_past_the_hysteresis_margin():
+    lead = run(*(event(name="Demo Requested", when=at(i)) for i in range(2)),
+               event(name="Ad Clicked", when=at(3)))          # 63: hot
+    assert lead.temperature == "hot"
+    lead2, _ = process(lead, page("/x", when=at(days=2)), MODEL)   # decays to ~61.6: hot
+    assert lead2.temperature == "hot"
+    lead3, _ = process(lead, page("/x", when=at(days=4)), MODEL)   # ~58.4 + 2: still hot
+    assert lead3.temperature == "hot" and lead3.interest_raw < 60
+    lead4, _ = process(lead, page("/x", when=at(days=9)), MODEL)   # ~51.9 + 2: warm
+    assert lead4.temperature == "warm"
