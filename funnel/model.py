@@ -85,7 +85,22 @@ class Lead(BaseModel):
         interest = sorted(self.contributions, key=lambda r: -abs(r.points))[:TOP_REASONS]
         return interest + self.fit_reasons[:TOP_REASONS]
 
-    def snapshot(self) -> LeadSnapshot:
+    def explain(self, half_life_days: float | None) -> list[Reason]:
+        """The interest contributions, each with its value decayed to the score's time, plus one
+        adjustment (older contributions no longer kept, the cap, the floor at zero) so that the
+        decayed values add up to the interest score exactly."""
+        out = []
+        for r in self.contributions:
+            age = (self.interest_at - r.at).total_seconds() if self.interest_at and r.at else 0.0
+            factor = 0.5 ** (max(age, 0.0) / (half_life_days * 86400.0)) if half_life_days else 1.0
+            out.append(r.model_copy(update={"decayed": round(r.points * factor, 6)}))
+        rest = round(self.interest_raw - sum(r.decayed or 0.0 for r in out), 6)
+        if abs(rest) > 1e-6:
+            out.append(Reason(rule="(older, cap and floor)", points=rest, at=self.interest_at,
+                              kind="adjustment", decayed=rest))
+        return out
+
+    def snapshot(self, half_life_days: float | None = None) -> LeadSnapshot:
         return LeadSnapshot(
             lead_id=self.lead_id,
             version=self.version,
@@ -111,6 +126,9 @@ class Lead(BaseModel):
             model_name=self.model_name,
             model_version=self.model_version,
             reasons=self.top_reasons(),
+            contributions=self.explain(half_life_days),
+            fit_reasons=self.fit_reasons,
+            interest_at=self.interest_at,
             transitions=self.transitions,
         )
 

@@ -21,8 +21,9 @@ class Reason(BaseModel):
     rule: str
     points: float
     at: datetime | None = None
-    kind: Literal["interest", "fit"] = "interest"
+    kind: Literal["interest", "fit", "adjustment"] = "interest"
     detail: str | None = None
+    decayed: float | None = None   # what the points are worth at the score's time
 
 
 class TransitionRecord(BaseModel):
@@ -78,4 +79,7 @@ class LeadSnapshot(BaseModel):
     model_name: str
     model_version: str
     reasons: list[Reason] = Field(default_factory=list)
+    contributions: list[Reason] = Field(default_factory=list)
+    fit_reasons: list[Reason] = Field(default_factory=list)
+    interest_at: datetime | None = None
     transitions: list[TransitionRecord] = Field(default_factory=list)

@@ -83,6 +83,7 @@ class Pipeline:
         self.dirty: dict[str, int] = {}          # lead id -> partition, not yet in the changelog
         self.pending: list[tuple[Any, Any]] = []  # (stream, event) not yet acknowledged
         self.lock = asyncio.Lock()
+        self.half_life = model.interest.half_life_days
         self.batch_started = time.monotonic()
 
     def load(self, lead_id: str, partition: int) -> Lead:
@@ -149,7 +150,7 @@ class Pipeline:
         self.live.setdefault(msg.partition, {})[lead_id] = new
         self.dirty[lead_id] = msg.partition
         if transitions:
-            snap = new.snapshot()
+            snap = new.snapshot(self.half_life)
             for t in transitions:
                 ce = transition_event(t, snap)
                 out.append(Outgoing(self.topics.transitions, lead_id.encode(),
@@ -172,7 +173,7 @@ class Pipeline:
             leads = {lead_id: self.live[p][lead_id] for lead_id, p in dirty.items()}
             for lead_id, lead in leads.items():
                 out.append(Outgoing(self.topics.leads, lead_id.encode(),
-                                    lead.snapshot().model_dump_json().encode()))
+                                    lead.snapshot(self.half_life).model_dump_json().encode()))
             for o in out:
                 await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None,
                                     headers=o.headers)

@@ -228,6 +228,21 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
             stop_worker(proc)
 
 
+@main.command()
+@click.argument("lead_id")
+def explain(lead_id: str) -> None:
+    """Why LEAD_ID has its scores, temperature, quality and stage (reads FUNNEL_DATABASE_URL)."""
+    from streams.explain import fetch, render
+
+    settings = _settings()
+    if settings.database_url is None:
+        raise click.UsageError("funnel explain needs FUNNEL_DATABASE_URL (printed by 'funnel up')")
+    lead, history = fetch(settings, lead_id)
+    if lead is None:
+        raise click.ClickException(f"no lead '{lead_id}' in the leads table")
+    render(console if console.is_terminal else Console(width=160), lead, history)
+
+
 @main.group()
 def model() -> None:
     """The scoring and lifecycle model file."""

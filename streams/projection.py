@@ -26,7 +26,7 @@ LEAD_COLUMNS = [
     "email", "company", "first_touch_source", "first_touch_medium", "first_touch_campaign",
     "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at", "sql_at", "customer_at",
     "orders", "revenue", "events_count", "model_name", "model_version", "traits", "reasons",
-    "version",
+    "contributions", "fit_reasons", "interest_at", "version",
 ]
 TRANSITION_COLUMNS = ["lead_id", "version", "from_stage", "to_stage", "trigger", "occurred_at",
                       "actor", "reason", "reasons"]
@@ -63,7 +63,12 @@ def lead_row(s: LeadSnapshot) -> tuple:
             s.email, s.company, s.first_touch.source, s.first_touch.medium, s.first_touch.campaign,
             s.first_seen_at, s.last_activity_at, s.stage_entered_at, s.mql_at, s.sql_at,
             s.customer_at, s.orders, s.revenue, s.events_count, s.model_name, s.model_version,
-            _json(s.traits), _json([r.model_dump(mode="json") for r in s.reasons]), s.version)
+            _json(s.traits), _reasons(s.reasons), _reasons(s.contributions),
+            _reasons(s.fit_reasons), s.interest_at, s.version)
+
+
+def _reasons(reasons: Iterable) -> str:
+    return _json([r.model_dump(mode="json", exclude_none=True) for r in reasons])
 
 
 def transition_rows(s: LeadSnapshot) -> Iterable[tuple]:

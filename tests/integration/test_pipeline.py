@@ -152,3 +152,25 @@ def test_a_message_published_without_a_key_still_reaches_its_lead(pipeline, prod
     publish(producer, settings, [ev(lead, "identify", traits={"email": "a@b.io"})], key=None)
     row = wait_for(lambda: lead_row(settings, lead), 60, "re-keyed message", worker)
     assert row[2] == 1
+
+
+def test_explain_says_why_a_lead_is_hot_and_how_it_got_to_sql(pipeline, producer):
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    settings, worker = pipeline
+    lead = f"u-{uuid.uuid4().hex[:8]}"
+    publish(producer, settings, qualifying(lead))
+    wait_for(lambda: (lead_row(settings, lead) or [None])[0] == "sql", 90, "lead at sql", worker)
+    env = {"FUNNEL_DATABASE_URL": settings.dsn(), "FUNNEL_DB_SCHEMA": settings.db_schema}
+    result = CliRunner().invoke(main, ["explain", lead], env=env, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for needle in ("demo-request", "trial-started", "content-download", "budget",
+                   "qualify_marketing", "qualify_sales", "hot", "high"):
+        assert needle in result.output
+    contributions = query(settings, "SELECT contributions, interest_score FROM leads "
+                                    "WHERE lead_id = %s", lead)[0]
+    assert sum(c["decayed"] for c in contributions[0]) == pytest.approx(contributions[1], abs=0.01)
+    missing = CliRunner().invoke(main, ["explain", "nobody"], env=env)
+    assert missing.exit_code != 0 and "no lead 'nobody'" in missing.output

@@ -171,3 +171,14 @@ def test_a_hot_lead_cools_only_past_the_hysteresis_margin():
     assert lead3.temperature == "hot" and lead3.interest_raw < 60
     lead4, _ = process(lead, page("/x", when=at(days=9)), MODEL)   # ~51.9 + 2: warm
     assert lead4.temperature == "warm"
+
+
+def test_explanation_adds_up_to_the_decayed_score_even_past_the_cap():
+    msgs = [identify()] + [event(name="Demo Requested", when=at(days=d)) for d in range(0, 12, 2)]
+    lead = run(*msgs)
+    parts = lead.explain(MODEL.interest.half_life_days)
+    assert sum(p.decayed for p in parts) == pytest.approx(lead.interest_raw, abs=1e-4)
+    assert parts[0].decayed < parts[-2].decayed          # older points are worth less
+    assert parts[-1].kind == "adjustment"                # the cap took some points away
+    snap = lead.snapshot(MODEL.interest.half_life_days)
+    assert snap.contributions == parts and snap.fit_reasons == lead.fit_reasons
