@@ -177,10 +177,26 @@ def _publish_traffic(settings: Settings, leads: int, days: int, seed: int,
 @click.option("--leads", default=500, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650))
 @click.option("--seed", default=7, show_default=True, type=int)
-def simulate(leads: int, days: int, seed: int) -> None:
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the traffic to this JSON Lines file instead of publishing it.")
+def simulate(leads: int, days: int, seed: int, out: Path | None) -> None:
     """Publish realistic synthetic traffic to FUNNEL_BROKER: events first, then sales feedback."""
     from streams.runner import wait_caught_up
 
+    if out is not None:
+        from streams.simulate import generate
+
+        traffic = generate(leads, days, seed)
+        with out.open("wb") as f:
+            for _, msg in traffic.events:
+                f.write(orjson.dumps(msg) + b"\n")
+            for _, raw in traffic.malformed:
+                f.write(raw + b"\n")
+            for _, cmd in traffic.commands:
+                f.write(orjson.dumps(cmd) + b"\n")
+        console.print(f"wrote {len(traffic.events)} events, {len(traffic.malformed)} malformed "
+                      f"lines and {len(traffic.commands)} sales commands to {out}")
+        return
     settings = _settings()
     if not settings.broker:
         raise click.UsageError("funnel simulate needs FUNNEL_BROKER (see 'funnel up')")
@@ -226,6 +242,110 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
             console.print("stopping…")
         finally:
             stop_worker(proc)
+
+
+def _read_history(path: Path) -> tuple[list, int]:
+    """Messages of a JSON Lines file (events and sales commands), with the count of bad lines."""
+    from schemas.commands import parse_command
+    from schemas.events import InvalidMessage, parse_event
+
+    messages, bad = [], 0
+    lines = path.read_bytes().splitlines()
+    with _progress() as progress:
+        task = progress.add_task(f"reading {path.name}", total=len(lines))
+        for line in lines:
+            progress.advance(task)
+            if not line.strip():
+                continue
+            try:
+                messages.append(parse_command(line) if b'"command_id"' in line
+                                else parse_event(line))
+            except InvalidMessage:
+                bad += 1
+    return messages, bad
+
+
+@main.command()
+@click.option("--model", "candidate", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The candidate model file.")
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The current model (default: FUNNEL_MODEL or the packaged one).")
+@click.option("--events", "events_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="History as JSON Lines (events and sales commands).")
+@click.option("--from-topic", is_flag=True,
+              help="Read the history from the events and sales-feedback topics instead.")
+@click.option("--show", default=20, show_default=True, type=click.IntRange(0),
+              help="How many changed leads to list.")
+def backtest(candidate: Path, baseline: Path | None, events_file: Path | None, from_topic: bool,
+             show: int) -> None:
+    """Replay history through the current and a candidate model; compare the funnels."""
+    from rich.table import Table
+
+    from funnel.backtest import changes, replay
+
+    if (events_file is None) == (not from_topic):
+        raise click.UsageError("give exactly one of --events FILE or --from-topic")
+    settings = _settings()
+    current_path = baseline or settings.model
+    try:
+        current_model, candidate_model = load_model(current_path), load_model(candidate)
+    except ModelError as exc:
+        raise click.ClickException(f"bad model file:\n{exc}") from None
+    if events_file is not None:
+        messages, bad = _read_history(events_file)
+    else:
+        messages, bad = _history_from_topics(settings)
+    results = []
+    with _progress() as progress:
+        for name, m in (("current", current_model), ("candidate", candidate_model)):
+            task = progress.add_task(f"replaying with the {name} model", total=1)
+            results.append(replay(messages, m))
+            progress.advance(task)
+    cur, cand = results
+    t = Table(title=f"{len(messages)} messages, {len(cur.leads)} leads"
+                    + (f", {bad} invalid lines skipped" if bad else ""))
+    t.add_column("stage")
+    t.add_column(f"current ({current_model.name} v{current_model.version})", justify="right")
+    t.add_column(f"candidate ({candidate_model.name} v{candidate_model.version})",
+                 justify="right")
+    t.add_column("change", justify="right")
+    for stage in ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]:
+        a, b = cur.stages()[stage], cand.stages()[stage]
+        if a or b:
+            t.add_row(stage, str(a), str(b), f"{b - a:+d}" if b != a else "")
+    for stage in ("mql", "sql", "customer"):
+        a, b = cur.handoffs[stage], cand.handoffs[stage]
+        t.add_row(f"handoffs {stage}", str(a), str(b), f"{b - a:+d}" if b != a else "")
+    console.print(t)
+    moved = changes(cur, cand)
+    console.print(f"{len(moved)} leads would end at a different stage")
+    if moved and show:
+        c = Table()
+        for col in ("lead", "current", "candidate"):
+            c.add_column(col)
+        for ch in moved[:show]:
+            c.add_row(ch.lead_id, ch.current, ch.candidate)
+        console.print(c)
+
+
+def _history_from_topics(settings: Settings) -> tuple[list, int]:
+    from schemas.commands import parse_command
+    from schemas.events import InvalidMessage, parse_event
+    from streams.topics import read_all
+
+    if not settings.broker:
+        raise click.UsageError("--from-topic needs FUNNEL_BROKER")
+    messages, bad = [], 0
+    for topic, parse in ((settings.topic("events"), parse_event),
+                         (settings.topic("sales-feedback"), parse_command)):
+        records = sorted(read_all(settings, topic, timeout=30), key=lambda r: (r.partition, r.offset))
+        for r in records:
+            try:
+                messages.append(parse(r.value))
+            except InvalidMessage:
+                bad += 1
+    return messages, bad
 
 
 @main.command()
