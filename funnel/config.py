@@ -82,8 +82,16 @@ class InterestRule(_Strict):
     points: float
     when: Match
     max_per_day: int | None = Field(None, ge=1)
+    max_in_window: int | None = Field(None, ge=1)
+    window_days: float | None = Field(None, gt=0)
     once: bool = False
     signals: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _window_pair(self) -> "InterestRule":
+        if (self.max_in_window is None) != (self.window_days is None):
+            raise ValueError("max_in_window and window_days go together")
+        return self
 
 
 class FitRule(_Strict):

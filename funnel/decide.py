@@ -80,10 +80,13 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
 
     fired: set[str] = set()
     day = at.date().isoformat()
-    for rule in scoring.applicable_rules(model, event, lead.traits, lead.rule_days):
+    orders_before = lead.orders
+    for rule in scoring.applicable_rules(model, event, lead.traits, lead.rule_days,
+                                         lead.rule_hits):
         lead.interest_raw, lead.interest_at = scoring.add_points(
             model, lead.interest_raw, lead.interest_at, at, rule.points)
         lead.rule_days = scoring.count_rule(lead.rule_days, rule, day)
+        lead.rule_hits = scoring.record_hit(lead.rule_hits, rule, at)
         lead.contributions = [*lead.contributions[-(CONTRIBUTIONS_KEPT - 1):],
                               Reason(rule=rule.id, points=rule.points, at=at)]
         fired.update(rule.signals)
@@ -93,7 +96,8 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
         revenue = scoring._num(event.properties.get("revenue"))
         lead.orders += 1
         lead.revenue += revenue or 0.0
-    _classify(lead, model, fit_too=lead.traits is not traits_before or lead.version == 1)
+    _classify(lead, model, fit_too=lead.traits is not traits_before or lead.version == 1
+              or lead.orders != orders_before)
 
     transitions: list[TransitionRecord] = []
     if fired & set(model.lifecycle.customer_signals) and lead.stage != "customer":
@@ -105,8 +109,9 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
 def _classify(lead: Lead, model: ScoringModel, fit_too: bool = True) -> None:
     previous = lead.temperature if lead.version > 1 else None
     lead.temperature = scoring.temperature(model, lead.interest_raw, previous)
-    if fit_too:   # fit depends on traits only
-        lead.fit_score, lead.fit_reasons = scoring.fit(model, lead.traits)
+    if fit_too:   # fit depends on traits and purchase history only
+        history = {"orders": lead.orders, "revenue": lead.revenue}
+        lead.fit_score, lead.fit_reasons = scoring.fit(model, {**lead.traits, **history})
         lead.quality = scoring.quality(model, lead.fit_score)
 
 

@@ -62,6 +62,7 @@ class Lead(BaseModel):
     signals: dict[str, datetime] = Field(default_factory=dict)  # signal -> last seen (event time)
     recycled_at: datetime | None = None
     rule_days: dict[str, list[Any]] = Field(default_factory=dict)  # rule -> [day, count]
+    rule_hits: dict[str, list[datetime]] = Field(default_factory=dict)  # windowed rules
     contributions: list[Reason] = Field(default_factory=list)
     fit_reasons: list[Reason] = Field(default_factory=list)
     transitions: list[TransitionRecord] = Field(default_factory=list)

@@ -4,7 +4,7 @@ fit points; both -> temperature and quality bands. Every point carries its reaso
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -114,6 +114,7 @@ def applicable_rules(
     event: InteractionEvent,
     traits: dict[str, Any],
     rule_days: dict[str, list[Any]],
+    rule_hits: dict[str, list[datetime]] | None = None,
 ) -> list[InterestRule]:
     """The interest rules that score this event, after frequency limits."""
     day = event.timestamp.date().isoformat()
@@ -127,8 +128,22 @@ def applicable_rules(
         if rule.max_per_day is not None and seen is not None and seen[0] == day \
                 and seen[1] >= rule.max_per_day:
             continue
+        if rule.max_in_window is not None and rule.window_days is not None:
+            start = event.timestamp - timedelta(days=rule.window_days)
+            hits = (rule_hits or {}).get(rule.id, [])
+            if sum(1 for h in hits if start < h <= event.timestamp) >= rule.max_in_window:
+                continue
         out.append(rule)
     return out
+
+
+def record_hit(rule_hits: dict[str, list[datetime]], rule: InterestRule, at: datetime
+               ) -> dict[str, list[datetime]]:
+    """Remember when a windowed rule scored (the latest ``max_in_window`` times)."""
+    if rule.max_in_window is None:
+        return rule_hits
+    hits = sorted([*rule_hits.get(rule.id, []), at])[-rule.max_in_window:]
+    return {**rule_hits, rule.id: hits}
 
 
 def count_rule(rule_days: dict[str, list[Any]], rule: InterestRule, day: str) -> dict[str, list[Any]]:

@@ -30,6 +30,8 @@ CASES = [
     ("duplicate rule id", ("id: page-view", "id: pricing-page"), "repeated: pricing-page"),
     ("hysteresis too wide", ("hysteresis: 5 ", "hysteresis: 30 "),
      "interest: hysteresis (30.0) must be below 25.0"),
+    ("half a window limit", ("window_days: 7}", "window_days: null}"),
+     "max_in_window and window_days go together"),
     ("not yaml", ("name: default", "name: [default"), "not valid YAML"),
 ]
 

@@ -182,3 +182,20 @@ def test_explanation_adds_up_to_the_decayed_score_even_past_the_cap():
     assert parts[-1].kind == "adjustment"                # the cap took some points away
     snap = lead.snapshot(MODEL.interest.half_life_days)
     assert snap.contributions == parts and snap.fit_reasons == lead.fit_reasons
+
+
+def test_at_most_n_in_a_window_of_days():
+    clicks = [event(name="Email Clicked", when=at(days=d)) for d in range(8)]  # daily
+    lead = run(*clicks)
+    # at most 5 in any 7 days: days 0-4 score; days 5 and 6 do not; on day 7 the window
+    # (day 0, day 7] holds 4 hits (days 1-4), so it scores again
+
+    assert rules_of(lead).count("email-clicked") == 6
+
+
+def test_purchase_history_counts_for_fit():
+    lead = run(identify({"email": "x@gmail.com"}))
+    assert lead.fit_score == 0
+    lead, _ = process(lead, event(name="Order Completed", properties={"revenue": 10}, when=at(5)),
+                      MODEL)
+    assert lead.fit_score == 15 and "returning-customer" in {r.rule for r in lead.fit_reasons}
