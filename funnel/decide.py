@@ -6,7 +6,8 @@ machine's clock says. Replaying a topic through it offline gives the live pipeli
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 from typing import Union
 
 from funnel import scoring
@@ -19,7 +20,7 @@ from schemas.lead import FirstTouch, Reason, TransitionRecord
 
 Message = Union[InteractionEvent, SalesCommand]
 
-__all__ = ["CommandRefused", "Message", "new_lead", "process"]
+__all__ = ["CommandRefused", "Message", "cool", "cools_at", "new_lead", "process"]
 
 
 class CommandRefused(ValueError):
@@ -188,3 +189,30 @@ def _on_command(lead: Lead, command: SalesCommand, model: ScoringModel
 
 def _s(v: object) -> str | None:
     return None if v is None else str(v)[:256]
+
+
+def cool(lead: Lead, now: datetime, model: ScoringModel) -> Lead:
+    """Leads cool while nothing happens: the interest score decayed to ``now`` (given by the
+    caller, never read from a clock here) and the temperature it gives. Returns the same lead
+    when nothing would change, else a new version."""
+    if lead.interest_at is None or now <= lead.interest_at:
+        return lead
+    score = scoring.decayed(model, lead.interest_raw, lead.interest_at, now)
+    temperature = scoring.temperature(model, score, lead.temperature)
+    if temperature == lead.temperature:
+        return lead
+    return lead.model_copy(update={"interest_raw": score, "interest_at": now,
+                                   "temperature": temperature, "version": lead.version + 1})
+
+
+def cools_at(lead: Lead, model: ScoringModel) -> datetime | None:
+    """When the lead's temperature will drop if nothing happens (None: it cannot drop)."""
+    h = model.interest.half_life_days
+    if lead.interest_at is None or not h or lead.temperature == "cold" or lead.interest_raw <= 0:
+        return None
+    bands, margin = model.interest.bands, model.interest.hysteresis
+    floor = (bands.hot if lead.temperature == "hot" else bands.warm) - margin
+    if lead.interest_raw < floor:
+        return lead.interest_at
+    seconds = h * scoring.SECONDS_PER_DAY * math.log2(lead.interest_raw / floor)
+    return lead.interest_at + timedelta(seconds=seconds + 1)

@@ -9,8 +9,10 @@ at most the last batch, and deduplication by ``messageId``/``command_id`` makes 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ import faust
 import orjson
 
 from funnel.config import ScoringModel
-from funnel.decide import CommandRefused, new_lead, process
+from funnel.decide import CommandRefused, cool, cools_at, new_lead, process
 from funnel.model import Lead
 from schemas.commands import parse_command
 from schemas.events import InvalidMessage, parse_event
@@ -47,7 +49,7 @@ class Stats:
     dead_letters: int = 0
     transitions: int = 0
     handoffs: int = 0
-    regressions: int = 0
+    cooled: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -84,6 +86,11 @@ class Pipeline:
         self.pending: list[tuple[Any, Any]] = []  # (stream, event) not yet acknowledged
         self.lock = asyncio.Lock()
         self.half_life = model.interest.half_life_days
+        # cooling: where each lead lives, and when its temperature will next drop
+        self.partition_of: dict[str, int] = {}
+        self.cool_next: dict[str, datetime] = {}
+        self.cool_heap: list[tuple[datetime, str]] = []
+        self.seeded = False
         self.batch_started = time.monotonic()
 
     def load(self, lead_id: str, partition: int) -> Lead:
@@ -112,6 +119,52 @@ class Pipeline:
             self.out.append(dead_letter(self.topics.dlq, msg, "processing_error",
                                         f"{type(exc).__name__}: {exc}"))
             self.stats.dead_letters += 1
+
+    def keep(self, lead: Lead, partition: int) -> None:
+        """``lead`` is the new live state; schedule its cooling."""
+        self.live.setdefault(partition, {})[lead.lead_id] = lead
+        self.dirty[lead.lead_id] = partition
+        self.partition_of[lead.lead_id] = partition
+        self.schedule(lead)
+
+    def schedule(self, lead: Lead) -> None:
+        when = cools_at(lead, self.model)
+        if when is None:
+            self.cool_next.pop(lead.lead_id, None)
+        elif self.cool_next.get(lead.lead_id) != when:
+            self.cool_next[lead.lead_id] = when
+            heapq.heappush(self.cool_heap, (when, lead.lead_id))
+
+    def on_changelog_event(self, key: Any, partition: int) -> None:
+        """Table recovery: remember which partition a lead lives in."""
+        if isinstance(key, str) and not key.startswith("\x00"):
+            self.partition_of[key] = partition
+
+    def cooling_pass(self, now: datetime, assigned: set[int]) -> int:
+        """Cool every lead of ours whose temperature has dropped by ``now``."""
+        if not self.seeded:   # leads recovered from the changelog: schedule them once
+            self.seeded = True
+            for lead_id, p in list(self.partition_of.items()):
+                if lead_id not in self.cool_next and p in assigned:
+                    self.schedule(self.load(lead_id, p))
+        cooled = 0
+        while self.cool_heap and self.cool_heap[0][0] <= now:
+            when, lead_id = heapq.heappop(self.cool_heap)
+            if self.cool_next.get(lead_id) != when:
+                continue   # rescheduled since
+            del self.cool_next[lead_id]
+            p = self.partition_of.get(lead_id)
+            if p is None or p not in assigned:
+                continue
+            lead = self.load(lead_id, p)
+            new = cool(lead, now, self.model)
+            if new is not lead:
+                self.keep(new, p)
+                cooled += 1
+            else:
+                self.schedule(lead)
+        self.stats.cooled += cooled
+        return cooled
 
     def due(self) -> bool:
         return bool(self.pending) and (
@@ -147,8 +200,7 @@ class Pipeline:
             return
         if new is lead:
             return  # a duplicate: counted once already
-        self.live.setdefault(msg.partition, {})[lead_id] = new
-        self.dirty[lead_id] = msg.partition
+        self.keep(new, msg.partition)
         if transitions:
             snap = new.snapshot(self.half_life)
             for t in transitions:
@@ -165,7 +217,7 @@ class Pipeline:
     async def flush(self) -> None:
         """Outputs first (and acknowledged by the broker), then state, then the offsets."""
         async with self.lock:
-            if not self.pending:
+            if not self.pending and not self.dirty and not self.out:
                 return
             out, dirty, pending = self.out, self.dirty, self.pending
             self.out, self.dirty, self.pending = [], {}, []
@@ -208,8 +260,14 @@ def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any
     inputs = app.topic(topics.events, topics.feedback, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
+    pipeline: Pipeline | None = None
+
+    async def on_changelog_event(event: Any) -> None:
+        if pipeline is not None:
+            pipeline.on_changelog_event(event.key, event.message.partition)
+
     table = app.Table("lead-state", default=None, partitions=settings.partitions,
-                      key_type=str, value_type=bytes)
+                      key_type=str, value_type=bytes, on_changelog_event=on_changelog_event)
     pipeline = Pipeline(app, table, settings, model, topics)
     app.funnel_pipeline = pipeline  # type: ignore[attr-defined]
 
@@ -229,6 +287,14 @@ def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any
     async def flush_idle_batch() -> None:
         if pipeline.due():
             await pipeline.flush()
+
+    if settings.cooling_interval > 0:
+        @app.timer(settings.cooling_interval)
+        async def cooling_pass() -> None:
+            assigned = {tp.partition for tp in app.consumer.assignment()
+                        if tp.topic == topics.events}
+            if pipeline.cooling_pass(datetime.now(timezone.utc), assigned):
+                await pipeline.flush()
 
     if projection:
         install_projection(app, settings, topics)

@@ -88,6 +88,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "FUNNEL_LOG_LEVEL": settings.log_level,
+        "FUNNEL_COOLING_INTERVAL": str(settings.cooling_interval),
     })
     if settings.model is not None:
         env["FUNNEL_MODEL"] = str(settings.model)

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     flush_max_events: int = Field(2000, ge=1)
     max_event_bytes: int = Field(32 * 1024, ge=256)
     session_timeout: float = Field(6.0, gt=0)
+    cooling_interval: float = Field(60.0, ge=0, description="seconds between cooling passes; 0: off")
     log_level: str = Field("warning", pattern=r"^(debug|info|warning|error)$")
 
     @field_validator("broker")
