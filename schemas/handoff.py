@@ -13,6 +13,7 @@ EVENT_TYPES = {
     "customer": "funnel.lead.customer",
 }
 TRANSITIONED = "funnel.lead.transitioned"
+COOLED = "funnel.lead.cooled"
 
 
 class CloudEvent(BaseModel):
@@ -56,6 +57,18 @@ def handoff_event(t: "TransitionRecord", lead: "LeadSnapshot") -> CloudEvent | N
         return None
     return CloudEvent(id=f"{t.lead_id}:{t.version}", type=kind, subject=t.lead_id,
                       time=t.occurred_at, data=_data(t, lead))
+
+
+def cooled_event(lead: "LeadSnapshot", previous_temperature: str) -> CloudEvent:
+    """``funnel.lead.cooled``: the periodic pass lowered a quiet lead's temperature."""
+    assert lead.interest_at is not None
+    return CloudEvent(id=f"{lead.lead_id}:{lead.version}", type=COOLED, subject=lead.lead_id,
+                      time=lead.interest_at,
+                      data={"lead_id": lead.lead_id, "version": lead.version,
+                            "temperature": lead.temperature,
+                            "previous_temperature": previous_temperature,
+                            "interest_score": lead.interest_score, "stage": lead.stage,
+                            "model": {"name": lead.model_name, "version": lead.model_version}})
 
 
 from schemas.lead import LeadSnapshot, TransitionRecord  # noqa: E402  (types for the above)

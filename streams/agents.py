@@ -24,7 +24,7 @@ from funnel.decide import CommandRefused, cool, cools_at, new_lead, process
 from funnel.model import Lead
 from schemas.commands import parse_command
 from schemas.events import InvalidMessage, parse_event
-from schemas.handoff import handoff_event, transition_event
+from schemas.handoff import cooled_event, handoff_event, transition_event
 from schemas.lead import LeadSnapshot
 from streams.settings import Settings
 
@@ -160,6 +160,9 @@ class Pipeline:
             new = cool(lead, now, self.model)
             if new is not lead:
                 self.keep(new, p)
+                ce = cooled_event(new.snapshot(), lead.temperature)
+                self.out.append(Outgoing(self.topics.transitions, lead_id.encode(),
+                                         ce.model_dump_json().encode(), CLOUDEVENT_HEADERS))
                 cooled += 1
             else:
                 self.schedule(lead)

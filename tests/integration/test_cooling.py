@@ -50,5 +50,9 @@ def test_a_hot_lead_that_went_quiet_is_cooled_by_the_periodic_pass(backends, tmp
         handoffs = [orjson.loads(r.value) for r in read_all(settings, settings.topic(
             "handoff.mql"), timeout=5) if r.key == known.encode()]
         assert [h["data"]["model"]["version"] for h in handoffs] == ["7-test"]
+        cooled = [orjson.loads(r.value) for r in read_all(settings, settings.topic("transitions"),
+                                                          timeout=5) if r.key == lead.encode()]
+        assert [(c["type"], c["id"], c["data"]["previous_temperature"], c["data"]["temperature"])
+                for c in cooled] == [("funnel.lead.cooled", f"{lead}:4", "hot", "warm")]
     finally:
         worker.stop()
