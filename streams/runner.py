@@ -134,11 +134,17 @@ def wait_caught_up(settings: Settings, timeout: float = 300.0, proc: subprocess.
     topics = Topics.from_settings(settings)
     deadline = time.monotonic() + timeout
     zero_in_a_row = 0
+    last_report = time.monotonic()
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the worker exited with code {proc.returncode}")
         try:
-            lag = group_lag(settings, settings.app_id, [topics.events, topics.feedback, topics.leads])
+            lags = {t: group_lag(settings, settings.app_id, [t])
+                    for t in (topics.events, topics.feedback, topics.leads)}
+            lag = sum(lags.values())
+            if lag and time.monotonic() - last_report > 10:
+                last_report = time.monotonic()
+                log.warning("still behind: %s", lags)
         except Exception as exc:  # the group may not exist yet
             log.debug("lag not known yet: %s", exc)
             lag = -1
