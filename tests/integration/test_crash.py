@@ -61,34 +61,35 @@ def final_state(settings):
 
 def run(backends, tmp, crash: bool):
     settings = fresh_settings(backends, tmp, partitions=4, flush_max_events=200)
-    worker = Worker(settings, tmp / "worker-1.log").start()
+    workers = [Worker(settings, tmp / "worker-1.log").start()]
     killed = {}
     messages = traffic()
 
-    def maybe_kill(chunk: int) -> None:
-        if not crash or killed:
+    def maybe_crash(chunk: int) -> None:
+        if not crash or killed or chunk != CHUNKS // 2:
             return
-        if chunk == CHUNKS // 2:
-            # wait until the worker is really at work, then kill it without warning
-            wait_for(lambda: query(settings, "SELECT count(*) FROM leads")[0][0] > 0, 60,
-                     "first leads", worker)
-            time.sleep(0.3)
-            worker.kill()
-            killed["at"] = query(settings, "SELECT count(*) FROM leads")[0][0]
+        # wait until the worker is really at work, then kill it without warning
+        wait_for(lambda: query(settings, "SELECT count(*) FROM leads")[0][0] > 0, 60,
+                 "first leads", workers[-1])
+        time.sleep(0.3)
+        workers[-1].kill()
+        killed["at"] = query(settings, "SELECT count(*) FROM leads")[0][0]
+        # as a supervisor would: restart once the dead member has left the group (its session
+        # timed out), while the producers keep publishing the rest of the stream
+        time.sleep(settings.session_timeout + 1)
+        workers.append(Worker(settings, tmp / "worker-2.log").start())
+        wait_for(lambda: "Worker ready" in workers[-1].log.read_text(errors="replace"), 60,
+                 "the restarted worker", workers[-1])
     try:
-        publish_chunks(settings, messages, between=maybe_kill)
-        if crash:
-            assert killed, "the worker was not killed"
-            # as a supervisor would: restart once the dead member has left the group (its
-            # session timed out), so that the new worker is not rebalanced mid-stream
-            time.sleep(settings.session_timeout + 1)
-            worker = Worker(settings, tmp / "worker-2.log").start()
+        publish_chunks(settings, messages, between=maybe_crash)
+        assert not crash or killed, "the worker was not killed"
+        worker = workers[-1]
         assert wait_caught_up(settings, timeout=240, proc=worker.proc), worker.tail()
         log = worker.log.read_text(errors="replace")
         assert "Error in recovery" not in log, worker.tail()
         return final_state(settings), killed
     finally:
-        worker.stop()
+        workers[-1].stop()
 
 
 def test_killed_and_restarted_worker_ends_with_the_same_leads_and_every_handoff(
