@@ -73,7 +73,13 @@ def worker(loglevel: str | None) -> None:
         raise click.UsageError("funnel worker needs FUNNEL_BROKER and FUNNEL_DATABASE_URL "
                                "(or run 'funnel up' to start the embedded stack)")
     model = _model(settings)
-    run_worker(settings, model, loglevel or settings.log_level)
+    import psycopg
+
+    try:
+        run_worker(settings, model, loglevel or settings.log_level)
+    except psycopg.Error as exc:
+        raise click.ClickException(f"PostgreSQL at FUNNEL_DATABASE_URL: {str(exc).strip()}") \
+            from None
 
 
 @main.command()
@@ -357,7 +363,13 @@ def explain(lead_id: str) -> None:
     settings = _settings()
     if settings.database_url is None:
         raise click.UsageError("funnel explain needs FUNNEL_DATABASE_URL (printed by 'funnel up')")
-    lead, history = fetch(settings, lead_id)
+    import psycopg
+
+    try:
+        lead, history = fetch(settings, lead_id)
+    except psycopg.Error as exc:
+        raise click.ClickException(f"cannot read the leads table at FUNNEL_DATABASE_URL: "
+                                   f"{str(exc).strip()}") from None
     if lead is None:
         raise click.ClickException(f"no lead '{lead_id}' in the leads table")
     render(console if console.is_terminal else Console(width=160), lead, history)
@@ -376,7 +388,7 @@ def model_check(file: Path | None) -> None:
     try:
         m = load_model(path)
     except ModelError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{exc}[/red]", soft_wrap=True)
         sys.exit(1)
     console.print(f"ok: model '{m.name}' version {m.version}: {len(m.interest.rules)} interest "
                   f"rules, {len(m.fit.rules)} fit rules, policy {m.lifecycle.policy}")

@@ -52,3 +52,17 @@ def test_backtest_command_compares_two_models_on_a_simulated_history(tmp_path):
     assert expected[0].lead_id in result.output
     bad = runner.invoke(main, ["backtest", "--model", str(strict)])
     assert bad.exit_code == 2 and "exactly one of --events FILE or --from-topic" in bad.output
+
+
+def test_cli_errors_name_the_problem(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["explain", "x"], env={"FUNNEL_DATABASE_URL": "not a url"})
+    assert r.exit_code == 1 and "cannot read the leads table" in r.output
+    r = runner.invoke(main, ["worker"], env={"FUNNEL_BROKER": "", "FUNNEL_DATABASE_URL": ""})
+    assert r.exit_code == 2 and "needs FUNNEL_BROKER and FUNNEL_DATABASE_URL" in r.output
+    r = runner.invoke(main, ["simulate"], env={"FUNNEL_PARTITIONS": "many"})
+    assert r.exit_code == 2 and "FUNNEL_PARTITIONS" in r.output
+    bad = tmp_path / "m.yaml"
+    bad.write_text("name: x\n")
+    r = runner.invoke(main, ["model", "check", str(bad)])
+    assert r.exit_code == 1 and f"{bad}: interest: Field required" in r.output
