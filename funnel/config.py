@@ -225,10 +225,15 @@ class ModelError(ValueError):
 DEFAULT_MODEL = "default.yaml"
 
 
+def default_model_text() -> str:
+    """The packaged default model file, as text (to copy and edit)."""
+    return resources.files("funnel.models").joinpath(DEFAULT_MODEL).read_text("utf-8")
+
+
 def load_model(path: str | Path | None = None) -> ScoringModel:
     """Load and validate a model file (the packaged default when ``path`` is None)."""
     if path is None:
-        text = resources.files("funnel.models").joinpath(DEFAULT_MODEL).read_text("utf-8")
+        text = default_model_text()
         where = f"<packaged {DEFAULT_MODEL}>"
     else:
         where = str(path)

@@ -1,9 +1,10 @@
 """Thin agents: decode -> ``funnel.decide.process`` -> emit, write state, project.
 
-State writes are coalesced: events are taken in batches; for each batch the outputs (handoffs,
+Each message is decided at once; writes are coalesced per batch: the outputs (handoffs,
 transitions, snapshots, dead letters) are sent and acknowledged by the broker first, then one
-changelog message per changed lead is written, then the batch is acknowledged. A crash replays
-at most the last batch, and deduplication by ``messageId``/``command_id`` makes that harmless.
+changelog record per changed lead, then the batch's messages are acknowledged. A crash replays at
+most the unacknowledged batch, and deduplication by ``messageId``/``command_id`` makes that
+harmless. The projection agent batches the same way and acknowledges after PostgreSQL commits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import orjson
 
 from funnel.config import ScoringModel
 from funnel.decide import CommandRefused, cool, cools_at, new_lead, process
@@ -138,12 +138,18 @@ class Pipeline:
         self.schedule(lead)
 
     def schedule(self, lead: Lead) -> None:
+        if self.settings.cooling_interval <= 0:
+            return
         when = cools_at(lead, self.model)
         if when is None:
             self.cool_next.pop(lead.lead_id, None)
         elif self.cool_next.get(lead.lead_id) != when:
             self.cool_next[lead.lead_id] = when
             heapq.heappush(self.cool_heap, (when, lead.lead_id))
+            if len(self.cool_heap) > 2 * len(self.cool_next) + 1024:
+                # most entries were superseded by later events: keep one per lead
+                self.cool_heap = [(t, k) for k, t in self.cool_next.items()]
+                heapq.heapify(self.cool_heap)
 
     def on_changelog_event(self, key: Any, partition: int) -> None:
         """Table recovery: remember which partition a lead lives in."""

@@ -35,8 +35,6 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
     app = create_app(settings, model)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     logging.getLogger("transitions").setLevel(logging.WARNING)
-    if loglevel == "info":
-        logging.getLogger("funnel").setLevel(logging.DEBUG)
     worker.execute_from_commandline()
 
 

@@ -49,7 +49,6 @@ def bench_core(leads: int = 3000) -> None:
 
 def bench_pipeline(leads: int = 3000) -> None:
     from kafka import KafkaProducer
-    from pydantic import SecretStr
 
     from streams.runner import spawn_worker, stack, stop_worker, wait_caught_up
     from streams.projection import migrate

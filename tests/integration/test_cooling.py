@@ -9,16 +9,14 @@ from datetime import datetime, timedelta, timezone
 import orjson
 from kafka import KafkaProducer
 
-from funnel.config import load_model
+from funnel.config import default_model_text
 from streams.topics import read_all
 from tests.integration.conftest import Worker, fresh_settings, query, wait_for
 
 
 def test_a_hot_lead_that_went_quiet_is_cooled_by_the_periodic_pass(backends, tmp_path):
     candidate = tmp_path / "candidate.yaml"
-    candidate.write_text(load_model.__globals__["resources"].files("funnel.models")
-                         .joinpath("default.yaml").read_text().replace('version: "1"',
-                                                                       'version: "7-test"'))
+    candidate.write_text(default_model_text().replace('version: "1"', 'version: "7-test"'))
     settings = fresh_settings(backends, tmp_path, cooling_interval=1.0, model=candidate)
     worker = Worker(settings, tmp_path / "worker.log").start()
     try:

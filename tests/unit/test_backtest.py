@@ -5,13 +5,12 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from funnel.backtest import changes, replay
-from funnel.config import load_model, parse_model
+from funnel.config import default_model_text, load_model, parse_model
 from streams.cli import _read_history, main
 from tests.unit.helpers import at, command, event, identify
 
 MODEL = load_model()
-DEFAULT_TEXT = load_model.__globals__["resources"].files("funnel.models").joinpath(
-    "default.yaml").read_text()
+DEFAULT_TEXT = default_model_text()
 STRICT = parse_model(DEFAULT_TEXT.replace("or_signals: [high_intent]", "or_signals: []")
                      .replace('version: "1"', 'version: "2"'))
 

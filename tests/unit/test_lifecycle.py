@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from funnel.config import load_model, parse_model
+from funnel.config import default_model_text, load_model, parse_model
 from funnel.decide import CommandRefused, new_lead, process
 from funnel.lifecycle import STAGES, TRANSITIONS, lifecycle_for
 from tests.unit.helpers import at, command, event, identify, page
@@ -30,9 +30,7 @@ def qualified_sql(model=MODEL):
 
 
 def with_policy(policy: str):
-    text = load_model.__globals__["resources"].files("funnel.models").joinpath(
-        "default.yaml").read_text()
-    return parse_model(text.replace("policy: auto", f"policy: {policy}"))
+    return parse_model(default_model_text().replace("policy: auto", f"policy: {policy}"))
 
 
 def test_a_download_from_a_known_person_makes_an_mql():

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from funnel.config import ModelError, load_model, parse_model
-from funnel.config import resources  # noqa: F401  (the packaged default is read through it)
+from funnel.config import ModelError, default_model_text, load_model, parse_model
 
-DEFAULT = load_model.__globals__["resources"].files("funnel.models").joinpath(
-    "default.yaml").read_text()
+DEFAULT = default_model_text()
 
 
 def test_the_packaged_default_model_loads():
