@@ -161,12 +161,20 @@ class SecondFilter(_Strict):
     signals: list[str] = Field(default_factory=list)
 
 
+class Sla(_Strict):
+    """Service levels between Marketing and Sales, in event time. ``null`` turns one off."""
+
+    sql_hours: float | None = Field(24.0, gt=0)   # Sales acts on an SQL within this, or an alert
+    mql_days: float | None = Field(30.0, gt=0)    # an MQL nobody works within this is recycled
+
+
 class Lifecycle(_Strict):
     policy: Literal["auto", "sales_accept", "two_step"] = "auto"
     mql: MqlRule
     sql: SqlRule
     customer_signals: list[str] = Field(min_length=1)
     second_filter: SecondFilter = Field(default_factory=SecondFilter)
+    sla: Sla = Field(default_factory=Sla)
 
 
 class ScoringModel(_Strict):

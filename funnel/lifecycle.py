@@ -24,18 +24,23 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "pass_second_filter", "source": "sal", "dest": "sql",
      "conditions": "passes_second_filter"},
     {"trigger": "purchase", "source": BEFORE_CUSTOMER + ["disqualified"], "dest": "customer"},
+    # timers (event time): an MQL nobody works is recycled by policy
+    {"trigger": "expire", "source": "mql", "dest": "recycled"},
     # sales commands
     {"trigger": "create", "source": "iql", "dest": "sql"},
     {"trigger": "accept", "source": "mql", "dest": "sal", "conditions": "policy_is_two_step"},
     {"trigger": "accept", "source": "mql", "dest": "sql", "unless": "policy_is_two_step"},
+    {"trigger": "accept", "source": "sql", "dest": None},       # acknowledges the handoff
     {"trigger": "reject", "source": ["mql", "sal", "sql"], "dest": "recycled"},
     {"trigger": "disqualify", "source": BEFORE_CUSTOMER, "dest": "disqualified"},
     {"trigger": "won", "source": ["mql", "sal", "sql"], "dest": "customer"},
+    {"trigger": "won", "source": "customer", "dest": None},     # a repeat order
     {"trigger": "lost", "source": ["sal", "sql"], "dest": "recycled"},
     {"trigger": "reopen", "source": ["recycled", "disqualified"], "dest": "sql"},
 ]
 
 AUTOMATIC = ("qualify_marketing", "qualify_sales", "pass_second_filter")
+COMMANDS = ("create", "accept", "reject", "disqualify", "won", "lost", "reopen")
 
 
 @dataclass
@@ -55,7 +60,9 @@ class _Cursor:
         interest = lead.interest_raw if lead.recycled_at is None \
             else lead.points_since(lead.recycled_at)
         by_score = interest >= mql.min_interest and lead.fit_score >= mql.min_fit
-        by_signal = lead.known and any(s in self.signals for s in mql.or_signals)
+        # a known person who showed high intent (since the last recycling), even before we
+        # knew who it was: identifying after a download qualifies
+        by_signal = lead.known and any(s in lead.fresh_signals() for s in mql.or_signals)
         return by_score or by_signal
 
     def meets_sql_threshold(self) -> bool:

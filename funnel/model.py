@@ -20,6 +20,8 @@ from schemas.lead import (
 
 SEEN_WINDOW = 500          # message/command ids remembered per lead for deduplication
 CONTRIBUTIONS_KEPT = 50    # interest contributions kept per lead for explanations
+HISTORY_KEPT = 300         # messages kept per lead so that an identity merge can replay them
+ALIASES_KEPT = 50          # anonymous ids linked to one known lead
 TOP_REASONS = 5
 
 
@@ -56,11 +58,22 @@ class Lead(BaseModel):
     mql_at: datetime | None = None
     sql_at: datetime | None = None
     customer_at: datetime | None = None
+    sal_at: datetime | None = None
+    disqualified_at: datetime | None = None
     orders: int = 0
     revenue: float = 0.0
+    revenue_by_currency: dict[str, float] = Field(default_factory=dict)
     events_count: int = 0
     signals: dict[str, datetime] = Field(default_factory=dict)  # signal -> last seen (event time)
     recycled_at: datetime | None = None
+    # Sales' last command on this lead (event time): stops the SQL SLA and the MQL expiry clocks
+    last_sales_action_at: datetime | None = None
+    sla_breached_at: datetime | None = None      # the current SQL's SLA, when it was breached
+    # identity: anonymous ids linked to this lead, leads merged into it, where it was merged
+    aliases: list[str] = Field(default_factory=list)
+    merged_from: list[str] = Field(default_factory=list)
+    merged_into: str | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)   # {"k": "e"|"c", "m": message}
     rule_days: dict[str, list[Any]] = Field(default_factory=dict)  # rule -> [day, count]
     rule_hits: dict[str, list[datetime]] = Field(default_factory=dict)  # windowed rules
     contributions: list[Reason] = Field(default_factory=list)
@@ -121,8 +134,17 @@ class Lead(BaseModel):
             mql_at=self.mql_at,
             sql_at=self.sql_at,
             customer_at=self.customer_at,
+            sal_at=self.sal_at,
+            recycled_at=self.recycled_at,
+            disqualified_at=self.disqualified_at,
+            last_sales_action_at=self.last_sales_action_at,
+            sla_breached_at=self.sla_breached_at,
+            merged_into=self.merged_into,
+            merged_from=self.merged_from,
+            aliases=self.aliases,
             orders=self.orders,
             revenue=round(self.revenue, 2),
+            revenue_by_currency={k: round(v, 2) for k, v in self.revenue_by_currency.items()},
             events_count=self.events_count,
             model_name=self.model_name,
             model_version=self.model_version,

@@ -73,8 +73,17 @@ class LeadSnapshot(BaseModel):
     mql_at: datetime | None = None
     sql_at: datetime | None = None
     customer_at: datetime | None = None
+    sal_at: datetime | None = None
+    recycled_at: datetime | None = None
+    disqualified_at: datetime | None = None
+    last_sales_action_at: datetime | None = None
+    sla_breached_at: datetime | None = None
+    merged_into: str | None = None
+    merged_from: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list)
     orders: int = 0
     revenue: float = 0.0
+    revenue_by_currency: dict[str, float] = Field(default_factory=dict)
     events_count: int = 0
     model_name: str
     model_version: str

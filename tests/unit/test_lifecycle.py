@@ -119,9 +119,9 @@ def test_disqualify_is_allowed_before_customer(stage):
     assert lead.stage == "disqualified"
 
 
-REFUSED = [("accept", "iql"), ("accept", "sql"), ("reject", "iql"), ("won", "iql"),
+REFUSED = [("accept", "iql"), ("accept", "sal"), ("reject", "iql"), ("won", "iql"),
            ("lost", "mql"), ("reopen", "sql"), ("create", "mql"), ("disqualify", "customer"),
-           ("won", "customer"), ("accept", "customer")]
+           ("won", "recycled"), ("accept", "customer")]
 
 
 @pytest.mark.parametrize("action,stage", REFUSED)

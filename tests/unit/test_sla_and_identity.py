@@ -1,0 +1,217 @@
+"""SLA timers in event time, and identity merges: pure core, no broker."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from funnel.config import default_model_text, load_model, parse_model
+from funnel.decide import (
+    LinkRefused, accept_link, expires_at, merge, new_lead, next_due, process, sla_due_at, tick)
+from funnel.lifecycle import STAGES
+from tests.unit.helpers import GOOD_TRAITS, at, command, event, identify, page
+
+MODEL = load_model()
+
+
+def run(lead, *messages, model=MODEL):
+    moves = []
+    for m in messages:
+        lead, t = process(lead, m, model)
+        moves += t
+    return lead, moves
+
+
+def sql_lead(model=MODEL):
+    lead, _ = run(new_lead("u-1", model), identify(), event(name="Content Downloaded", when=at(1)),
+                  event(name="Demo Requested", when=at(2)), event(name="Trial Started", when=at(3)),
+                  model=model)
+    assert lead.stage == "sql"
+    return lead
+
+
+# --- SLA -----------------------------------------------------------------------------------
+
+def test_an_sql_nobody_acts_on_is_breached_once_at_its_deadline():
+    lead = sql_lead()
+    due = sla_due_at(lead, MODEL)
+    assert due == at(3) + timedelta(hours=24)
+    assert next_due(lead, MODEL, cooling=False) == due
+    same, _ = tick(lead, due - timedelta(seconds=1), MODEL, cooling=False)
+    assert same is lead
+    breached, moves = tick(lead, due + timedelta(hours=5), MODEL, cooling=False)
+    assert breached.sla_breached_at == due and moves == [] and breached.version == lead.version + 1
+    again, _ = tick(breached, due + timedelta(days=3), MODEL, cooling=False)
+    assert again is breached and sla_due_at(breached, MODEL) is None
+
+
+def test_sales_acting_in_time_stops_the_sla_clock():
+    lead, _ = run(sql_lead(), command("accept", when=at(60)))   # an hour later: acknowledged
+    assert lead.stage == "sql" and sla_due_at(lead, MODEL) is None
+    later, _ = tick(lead, at(days=10), MODEL, cooling=False)
+    assert later.sla_breached_at is None
+
+
+def test_a_late_command_records_the_breach_in_event_time_first():
+    lead, _ = run(sql_lead(), command("won", amount=10, when=at(days=3)))
+    assert lead.sla_breached_at == at(3) + timedelta(hours=24) and lead.stage == "customer"
+
+
+def test_an_sql_entered_by_a_sales_command_has_no_sla_to_breach():
+    lead, _ = run(new_lead("s-1", MODEL), command("create", lead="s-1"))
+    assert lead.stage == "sql" and sla_due_at(lead, MODEL) is None
+
+
+def test_an_mql_nobody_works_is_recycled_by_policy_at_its_deadline():
+    lead, _ = run(new_lead("u-1", MODEL), identify(), event(name="Content Downloaded", when=at(1)))
+    assert lead.stage == "mql"
+    due = expires_at(lead, MODEL)
+    assert due == at(1) + timedelta(days=30)
+    lead2, moves = tick(lead, due + timedelta(days=1), MODEL, cooling=False)
+    assert lead2.stage == "recycled" and lead2.recycled_at == due
+    assert [(m.trigger, m.actor, m.occurred_at) for m in moves] == [("expire", "policy", due)]
+
+
+def test_the_mql_expiry_also_happens_in_event_time_when_the_next_event_comes():
+    lead, moves = run(new_lead("u-1", MODEL), identify(),
+                      event(name="Content Downloaded", when=at(1)),
+                      page("/blog", when=at(days=40)))
+    assert [m.trigger for m in moves] == ["qualify_marketing", "expire"]
+    assert lead.stage == "recycled"
+
+
+def test_timers_can_be_turned_off_in_the_model():
+    model = parse_model(default_model_text().replace("sql_hours: 24", "sql_hours: null")
+                        .replace("mql_days: 30", "mql_days: null"))
+    lead = sql_lead(model)
+    assert sla_due_at(lead, model) is None
+    assert tick(lead, at(days=400), model, cooling=False)[0] is lead
+
+
+# --- identity ------------------------------------------------------------------------------
+
+def anon(name=None, *, when, type_="track", **kw):
+    return event(type_, name, lead="a-1", when=when, userId=None, anonymousId="a-1", **kw)
+
+
+ANON_HISTORY = [page("/pricing", when=at(days=0)), page("/pricing", when=at(days=0, minutes=5)),
+                page("/pricing", when=at(days=0, minutes=9)),     # over the per-day limit
+                page("/features", when=at(days=1))]
+
+
+def as_anonymous(msg):
+    data = msg.model_dump(mode="json")
+    data.update(userId=None, anonymousId="a-1")
+    return type(msg).model_validate(data)
+
+
+def linked_vs_one_id(anonymous_part, known_part):
+    """The same messages: under two ids then linked, and under one id from the start."""
+    a = new_lead("a-1", MODEL)
+    a, _ = run(a, *(as_anonymous(m) for m in anonymous_part))
+    u = new_lead("u-1", MODEL)
+    u, _ = run(u, *known_part)
+    assert "a-1" in u.aliases
+    marked, history = accept_link(a, "u-1", u.traits.get("email"), "identify")
+    when = next(m.timestamp for m in known_part if m.type == "identify")
+    merged, moves = merge(u, history, "a-1", when, MODEL)
+    one, one_moves = run(new_lead("u-1", MODEL), *sorted(
+        [*anonymous_part, *known_part], key=lambda m: m.timestamp))
+    return marked, merged, one, moves, one_moves
+
+
+FIELDS = ("interest_raw", "interest_at", "temperature", "fit_score", "quality", "stage",
+          "events_count", "traits", "first_seen_at", "last_activity_at", "first_touch",
+          "orders", "revenue", "mql_at", "sql_at", "signals", "rule_days")
+
+
+def same(merged, one):
+    return {f: getattr(merged, f) for f in FIELDS} == {f: getattr(one, f) for f in FIELDS}
+
+
+def test_anonymous_browsing_then_identify_equals_one_id_from_the_start():
+    known = [identify(anonymousId="a-1", when=at(days=2)), page("/pricing", when=at(days=2, minutes=1))]
+    marked, merged, one, moves, one_moves = linked_vs_one_id(
+        ANON_HISTORY + [event(name="Content Downloaded", when=at(days=1, minutes=30))], known)
+    assert marked.merged_into == "u-1" and marked.history == []
+    assert merged.merged_from == ["a-1"]
+    assert same(merged, one), {f: (getattr(merged, f), getattr(one, f)) for f in FIELDS
+                               if getattr(merged, f) != getattr(one, f)}
+    assert merged.stage == "mql" and [m.to_stage for m in moves] == ["mql"]
+    assert merged.events_count == 7
+
+
+def test_differential_merge_on_random_histories():
+    rnd = random.Random(7)
+    names = ["Content Downloaded", "Email Opened", "Email Clicked", "Ad Clicked", "Demo Requested",
+             "Webinar Attended", "Unsubscribed"]
+    for trial in range(40):
+        msgs = []
+        for i in range(rnd.randint(1, 25)):
+            when = at(days=rnd.uniform(0, 20))
+            msgs.append(page(rnd.choice(["/pricing", "/blog", "/plans/x"]), when=when)
+                        if rnd.random() < 0.5 else event(name=rnd.choice(names), when=when))
+        if rnd.random() < 0.3:
+            msgs.append(msgs[rnd.randrange(len(msgs))])    # a re-sent message
+        # each id's messages arrive in event time; which id carried which is random
+        rnd.shuffle(msgs)
+        split = rnd.randint(0, len(msgs))
+        known = sorted([identify(GOOD_TRAITS if rnd.random() < 0.7 else {"email": "x@gmail.com"},
+                                 anonymousId="a-1", when=at(days=rnd.uniform(0, 20)))]
+                       + msgs[split:], key=lambda m: m.timestamp)
+        anonymous = sorted(msgs[:split], key=lambda m: m.timestamp)
+        _, merged, one, _, _ = linked_vs_one_id(anonymous, known)
+        for f in FIELDS[:5] + ("events_count", "rule_days"):
+            assert getattr(merged, f) == pytest.approx(getattr(one, f)) \
+                if isinstance(getattr(one, f), float) else getattr(merged, f) == getattr(one, f), \
+                (trial, f)
+
+
+def test_two_known_people_on_one_browser_are_not_merged():
+    a, _ = run(new_lead("a-1", MODEL), as_anonymous(page("/", when=at(0))))
+    marked, _ = accept_link(a, "alice", "alice@acme.io", "identify")
+    with pytest.raises(LinkRefused, match="already merged into alice"):
+        accept_link(marked, "bob", "bob@acme.io", "identify")
+    assert accept_link(marked, "alice", "alice@acme.io", "identify") == (None, [])
+
+
+def test_an_anonymous_lead_with_someone_elses_email_is_not_merged_by_identify():
+    a, _ = run(new_lead("a-1", MODEL), as_anonymous(identify({"email": "carol@x.io"})))
+    with pytest.raises(LinkRefused, match="different known person"):
+        accept_link(a, "dave", "dave@x.io", "identify")
+    marked, _ = accept_link(a, "dave", "dave@x.io", "alias")   # an alias says they are one
+    assert marked.merged_into == "dave"
+
+
+def test_alias_links_the_previous_id():
+    u, _ = run(new_lead("u-9", MODEL), event("alias", lead="u-9", previousId="old-id"))
+    assert u.aliases == ["old-id"]
+
+
+def test_a_message_that_reaches_the_merged_lead_later_is_replayed_in_event_time():
+    known = [identify(anonymousId="a-1", when=at(days=2))]
+    _, merged, _, _, _ = linked_vs_one_id(ANON_HISTORY, known)
+    late = as_anonymous(page("/pricing", when=at(days=0, minutes=20)))   # day 0: limit reached
+    merged2, _ = merge(merged, [{"k": "e", "m": late.model_dump(mode="json")}], None, at(days=2),
+                       MODEL)
+    one, _ = run(new_lead("u-1", MODEL), *sorted([*ANON_HISTORY, late, *known],
+                                                 key=lambda m: m.timestamp))
+    assert same(merged2, one) and merged2.events_count == merged.events_count + 1
+    assert merged2.version == merged.version + 1
+    again, _ = merge(merged2, [{"k": "e", "m": late.model_dump(mode="json")}], None, at(days=2), MODEL)
+    assert again.events_count == merged2.events_count   # a duplicate counts once
+
+
+def test_merge_keeps_the_lifecycle_history_of_the_known_lead():
+    u = sql_lead()
+    a, _ = run(new_lead("a-1", MODEL), as_anonymous(page("/blog", when=at(0))))
+    _, history = accept_link(a, "u-1", "cto@acme.io", "identify")
+    merged, moves = merge(u, history, "a-1", at(10), MODEL)
+    assert merged.stage == "sql" and merged.transitions == u.transitions and moves == []
+    assert merged.sql_at == u.sql_at and merged.events_count == u.events_count + 1
+
+
+def test_stage_list_is_the_contracts():
+    assert STAGES == ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
