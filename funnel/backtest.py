@@ -1,7 +1,9 @@
 """Backtesting: replay history through the pure core with two models and compare.
 
 The live pipeline applies the same ``process`` to the same messages in the same per-lead order,
-so a replay gives the answer the pipeline would have given.
+so a replay gives the answer the pipeline would have given. Identity links are followed at once
+(the live pipeline does it through ``funnel.identity``, a moment later): scores and stages come
+out the same, lead versions may differ.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from funnel.config import ScoringModel
-from funnel.decide import CommandRefused, Message, new_lead, process
+from funnel.decide import (
+    CommandRefused, LinkRefused, Message, _compact, accept_link, merge, new_lead, process)
 from funnel.model import Lead
 from schemas.events import InteractionEvent
 
@@ -28,17 +31,56 @@ class Replay:
 
 def replay(messages: Iterable[Message], model: ScoringModel) -> Replay:
     out = Replay()
+    leads = out.leads
+
+    def get(lead_id: str) -> Lead:
+        return leads.get(lead_id) or new_lead(lead_id, model)
+
+    def store(lead: Lead, transitions: list) -> None:
+        leads[lead.lead_id] = lead
+        out.handoffs.update(t.to_stage for t in transitions
+                            if t.to_stage in ("mql", "sql", "customer"))
+
+    def owner(lead: Lead) -> Lead:
+        for _ in range(5):
+            if lead.merged_into is None:
+                break
+            lead = get(lead.merged_into)
+        return lead
+
     for m in messages:
         lead_id = m.lead_key if isinstance(m, InteractionEvent) else m.lead_id
-        lead = out.leads.get(lead_id) or new_lead(lead_id, model)
+        lead = get(lead_id)
         try:
-            lead, transitions = process(lead, m, model)
+            if lead.merged_into is not None:   # a message under an id merged into another
+                target = owner(lead)
+                if isinstance(m, InteractionEvent):
+                    new, transitions = merge(target, [_compact(m)], None, m.timestamp, model)
+                else:
+                    new, transitions = process(target, m, model)
+            else:
+                new, transitions = process(lead, m, model)
         except CommandRefused:
             out.refused += 1
             continue
-        out.leads[lead_id] = lead
-        out.handoffs.update(t.to_stage for t in transitions
-                            if t.to_stage in ("mql", "sql", "customer"))
+        if new is lead:
+            continue
+        store(new, transitions)
+        old_aliases = set(lead.aliases) if new.lead_id == lead.lead_id else set()
+        for other in new.aliases:
+            if other in old_aliases or other in new.merged_from:
+                continue
+            via = "alias" if isinstance(m, InteractionEvent) and m.type == "alias" else "identify"
+            try:
+                marked, history = accept_link(get(other), new.lead_id, new.traits.get("email"), via)
+            except LinkRefused:
+                continue
+            if marked is None:
+                continue
+            leads[other] = marked
+            at = m.timestamp if isinstance(m, InteractionEvent) else m.occurred_at
+            new, transitions = merge(leads[new.lead_id], history, other, at, model)
+            store(new, transitions)
     return out
 
 

@@ -298,13 +298,14 @@ def next_due(lead: Lead, model: ScoringModel, cooling: bool = True) -> datetime 
     return min(due) if due else None
 
 
-def tick(lead: Lead, now: datetime, model: ScoringModel, cooling: bool = True
-         ) -> tuple[Lead, list[TransitionRecord]]:
-    """The periodic check: deadlines passed by ``now`` (SLA breaches, expired MQLs) and, with
-    ``cooling``, the temperature decayed to ``now``. Returns the same lead when nothing changes."""
+def tick(lead: Lead, now: datetime, model: ScoringModel, cooling: bool = True,
+         deadlines: bool = True) -> tuple[Lead, list[TransitionRecord]]:
+    """The periodic check: with ``deadlines``, those passed by ``now`` (SLA breaches, expired
+    MQLs); with ``cooling``, the temperature decayed to ``now``. Returns the same lead when
+    nothing changes."""
     work = lead.model_copy()
     transitions: list[TransitionRecord] = []
-    if _timers(work, now, transitions, model):
+    if deadlines and _timers(work, now, transitions, model):
         if not transitions:   # only a breach was recorded: still a new version
             work.version += 1
         lead = work
@@ -402,7 +403,7 @@ def _revive(item: dict) -> Message:
 
 
 def _item_id(item: dict) -> str:
-    m = item["m"]
+    m = item.get("m") or {}
     return m.get("messageId") or m.get("command_id") or ""
 
 

@@ -14,6 +14,7 @@ EVENT_TYPES = {
 }
 TRANSITIONED = "funnel.lead.transitioned"
 COOLED = "funnel.lead.cooled"
+SLA_BREACHED = "funnel.lead.sla_breached"
 
 
 class CloudEvent(BaseModel):
@@ -69,6 +70,22 @@ def cooled_event(lead: "LeadSnapshot", previous_temperature: str) -> CloudEvent:
                             "previous_temperature": previous_temperature,
                             "interest_score": lead.interest_score, "stage": lead.stage,
                             "model": {"name": lead.model_name, "version": lead.model_version}})
+
+
+def sla_breached_event(lead: "LeadSnapshot", hours: float | None) -> CloudEvent:
+    """``funnel.lead.sla_breached`` on ``funnel.alerts``: Sales did not act on an SQL in time.
+    ``id`` names the SQL it is about (``lead_id:sla:<entered>``): one alert per SQL."""
+    assert lead.sla_breached_at is not None and lead.stage_entered_at is not None
+    return CloudEvent(
+        id=f"{lead.lead_id}:sla:{lead.stage_entered_at.isoformat()}", type=SLA_BREACHED,
+        subject=lead.lead_id, time=lead.sla_breached_at,
+        data={"lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
+              "sql_at": lead.stage_entered_at.isoformat(), "due_at": lead.sla_breached_at.isoformat(),
+              "sla_hours": hours, "interest_score": lead.interest_score,
+              "temperature": lead.temperature, "fit_score": lead.fit_score,
+              "quality": lead.quality, "origin": lead.origin, "email": lead.email,
+              "company": lead.company,
+              "model": {"name": lead.model_name, "version": lead.model_version}})
 
 
 from schemas.lead import LeadSnapshot, TransitionRecord  # noqa: E402  (types for the above)

@@ -19,18 +19,23 @@ from typing import Any
 
 import faust
 
+import orjson
+
 from funnel.config import ScoringModel
-from funnel.decide import CommandRefused, cool, cools_at, new_lead, process
+from funnel.decide import (
+    CommandRefused, LinkRefused, _compact, _item_id, _item_time, _revive, accept_link, merge,
+    new_lead, next_due, process, tick)
 from funnel.model import Lead
 from schemas.commands import parse_command
 from schemas.events import InvalidMessage, parse_event
-from schemas.handoff import cooled_event, handoff_event, transition_event
+from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.lead import LeadSnapshot
 from streams.settings import Settings
 
 log = logging.getLogger("funnel.agents")
 
 MARKER_KEY = "\x00funnel-batch-end"   # no lead has this id
+MAX_HOPS = 5                           # identity forwards followed before giving up
 CLOUDEVENT_HEADERS = [("content-type", b"application/cloudevents+json")]
 
 
@@ -50,6 +55,10 @@ class Stats:
     transitions: int = 0
     handoffs: int = 0
     cooled: int = 0
+    alerts: int = 0
+    merges: int = 0
+    forwarded: int = 0
+    links_refused: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -131,16 +140,20 @@ class Pipeline:
             self.stats.dead_letters += 1
 
     def keep(self, lead: Lead, partition: int) -> None:
-        """``lead`` is the new live state; schedule its cooling."""
+        """``lead`` is the new live state; schedule its timers."""
         self.live.setdefault(partition, {})[lead.lead_id] = lead
         self.dirty[lead.lead_id] = partition
         self.partition_of[lead.lead_id] = partition
         self.schedule(lead)
 
+    @property
+    def cooling(self) -> bool:
+        return self.settings.cooling_interval > 0
+
     def schedule(self, lead: Lead) -> None:
-        if self.settings.cooling_interval <= 0:
+        if self.settings.cooling_interval <= 0 and self.settings.timer_interval <= 0:
             return
-        when = cools_at(lead, self.model)
+        when = next_due(lead, self.model, cooling=self.cooling)
         if when is None:
             self.cool_next.pop(lead.lead_id, None)
         elif self.cool_next.get(lead.lead_id) != when:
@@ -156,14 +169,15 @@ class Pipeline:
         if isinstance(key, str) and not key.startswith("\x00"):
             self.partition_of[key] = partition
 
-    def cooling_pass(self, now: datetime, assigned: set[int]) -> int:
-        """Cool every lead of ours whose temperature has dropped by ``now``."""
+    def timer_pass(self, now: datetime, assigned: set[int]) -> int:
+        """Apply the deadlines (SLA breaches, expired MQLs) and the cooling due by ``now`` to
+        every lead of ours. The schedule is rebuilt from the recovered state after a restart."""
         if not self.seeded:   # leads recovered from the changelog: schedule them once
             self.seeded = True
             for lead_id, p in list(self.partition_of.items()):
                 if lead_id not in self.cool_next and p in assigned:
                     self.schedule(self.load(lead_id, p))
-        cooled = 0
+        changed = 0
         while self.cool_heap and self.cool_heap[0][0] <= now:
             when, lead_id = heapq.heappop(self.cool_heap)
             if self.cool_next.get(lead_id) != when:
@@ -173,17 +187,60 @@ class Pipeline:
             if p is None or p not in assigned:
                 continue
             lead = self.load(lead_id, p)
-            new = cool(lead, now, self.model)
+            new, transitions = tick(lead, now, self.model, cooling=self.cooling,
+                                    deadlines=self.settings.timer_interval > 0)
             if new is not lead:
-                self.keep(new, p)
-                ce = cooled_event(new.snapshot(), lead.temperature)
-                self.out.append(Outgoing(self.topics.transitions, lead_id.encode(),
-                                         ce.model_dump_json().encode(), CLOUDEVENT_HEADERS))
-                cooled += 1
+                self.changed(lead, new, p, transitions,
+                             cooled=new.temperature != lead.temperature)
+                changed += 1
             else:
                 self.schedule(lead)
-        self.stats.cooled += cooled
-        return cooled
+        return changed
+
+    # kept for callers of the previous name
+    cooling_pass = timer_pass
+
+    def changed(self, old: Lead, new: Lead, partition: int, transitions: list[Any],
+                cooled: bool = False) -> None:
+        """Keep ``new`` and emit what the change means: transitions and handoffs, an SLA alert,
+        a cooled temperature, link requests for ids it was known by."""
+        self.keep(new, partition)
+        lead_id = new.lead_id.encode()
+        out = self.out
+        snap = new.snapshot(self.half_life) if (transitions or new.sla_breached_at) else None
+        for t in transitions:
+            assert snap is not None
+            ce = transition_event(t, snap)
+            out.append(Outgoing(self.topics.transitions, lead_id, ce.model_dump_json().encode(),
+                                CLOUDEVENT_HEADERS))
+            handoff = handoff_event(t, snap)
+            if handoff is not None:
+                out.append(Outgoing(self.topics.handoff(t.to_stage), lead_id,
+                                    handoff.model_dump_json().encode(), CLOUDEVENT_HEADERS))
+                self.stats.handoffs += 1
+        self.stats.transitions += len(transitions)
+        if new.sla_breached_at is not None and new.sla_breached_at != old.sla_breached_at:
+            assert snap is not None
+            alert = sla_breached_event(snap, self.model.lifecycle.sla.sql_hours)
+            out.append(Outgoing(self.topics.alerts, lead_id, alert.model_dump_json().encode(),
+                                CLOUDEVENT_HEADERS))
+            self.stats.alerts += 1
+        if cooled and new.interest_at is not None:
+            ce = cooled_event(new.snapshot(self.half_life), old.temperature)
+            out.append(Outgoing(self.topics.transitions, lead_id, ce.model_dump_json().encode(),
+                                CLOUDEVENT_HEADERS))
+            self.stats.cooled += 1
+        for other in new.aliases:
+            if other not in old.aliases and other not in new.merged_from:
+                self.send_identity(other, {
+                    "kind": "link", "from": other, "into": new.lead_id,
+                    "email": new.traits.get("email"),
+                    "at": _iso(_item_time(new.history[-1]) if new.history
+                               else new.last_activity_at),
+                    "via": "alias" if _last_type(new) == "alias" else "identify"})
+
+    def send_identity(self, key: str, message: dict[str, Any]) -> None:
+        self.out.append(Outgoing(self.topics.identity, key.encode(), orjson.dumps(message)))
 
     def due(self) -> bool:
         return bool(self.pending) and (
@@ -192,6 +249,9 @@ class Pipeline:
 
     def _one(self, msg: Any) -> None:
         out = self.out
+        if msg.topic == self.topics.identity:
+            self._identity(msg)
+            return
         is_event = msg.topic == self.topics.events
         try:
             parsed = (parse_event(msg.value, self.settings.max_event_bytes) if is_event
@@ -211,6 +271,10 @@ class Pipeline:
         else:
             self.stats.commands += 1
         lead = self.load(lead_id, msg.partition)
+        if lead.merged_into is not None:
+            # this id now belongs to a known lead: the message goes there
+            self.forward(lead, parsed, 1)
+            return
         try:
             new, transitions = process(lead, parsed, self.model)
         except CommandRefused as exc:
@@ -219,19 +283,80 @@ class Pipeline:
             return
         if new is lead:
             return  # a duplicate: counted once already
-        self.keep(new, msg.partition)
-        if transitions:
-            snap = new.snapshot(self.half_life)
-            for t in transitions:
-                ce = transition_event(t, snap)
-                out.append(Outgoing(self.topics.transitions, lead_id.encode(),
-                                    ce.model_dump_json().encode(), CLOUDEVENT_HEADERS))
-                handoff = handoff_event(t, snap)
-                if handoff is not None:
-                    out.append(Outgoing(self.topics.handoff(t.to_stage), lead_id.encode(),
-                                        handoff.model_dump_json().encode(), CLOUDEVENT_HEADERS))
-                    self.stats.handoffs += 1
-            self.stats.transitions += len(transitions)
+        self.changed(lead, new, msg.partition, transitions)
+
+    def forward(self, lead: Lead, message: Any, hops: int) -> None:
+        self.stats.forwarded += 1
+        item = message if isinstance(message, dict) else _compact(message)
+        self.send_identity(lead.merged_into or "", {
+            "kind": "forward", "from": lead.lead_id, "into": lead.merged_into, "item": item,
+            "hops": hops})
+
+    def _identity(self, msg: Any) -> None:
+        """The identity protocol between partitions (``funnel.identity``, keyed by the lead it
+        is for): ``link`` asks an id to merge into a known lead, ``absorb`` hands its history
+        over, ``forward`` brings a message that arrived under a merged id."""
+        try:
+            m = orjson.loads(msg.value)
+            kind, target = m["kind"], (m["from"] if m["kind"] == "link" else m["into"])
+            if kind not in ("link", "absorb", "forward") or not isinstance(target, str):
+                raise ValueError(f"unknown kind {kind!r}")
+        except Exception as exc:
+            self.out.append(dead_letter(self.topics.dlq, msg, "invalid_identity_message",
+                                        f"{type(exc).__name__}: {exc}"))
+            self.stats.dead_letters += 1
+            return
+        key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else msg.key
+        if key != target:
+            self.out.append(Outgoing(msg.topic, target.encode(), msg.value))
+            return
+        p = msg.partition
+        lead = self.load(target, p)
+        if kind == "link":
+            try:
+                marked, history = accept_link(lead, m["into"], m.get("email"), m.get("via", ""))
+            except LinkRefused as exc:
+                log.info("identity link refused: %s", exc)
+                self.stats.links_refused += 1
+                self.out.append(dead_letter(self.topics.dlq, msg, "link_refused", str(exc)))
+                return
+            if marked is None:
+                return   # already merged there
+            self.keep(marked, p)
+            self.send_identity(m["into"], {"kind": "absorb", "from": target, "into": m["into"],
+                                           "at": m.get("at"), "items": history})
+            return
+        hops = int(m.get("hops", 0))
+        if lead.merged_into is not None:   # merged on again (an alias chain): follow it
+            if hops >= MAX_HOPS:
+                self.out.append(dead_letter(self.topics.dlq, msg, "identity_loop",
+                                            f"more than {MAX_HOPS} merged ids in a row"))
+                self.stats.dead_letters += 1
+                return
+            fwd = dict(m, into=lead.merged_into, hops=hops + 1)
+            self.send_identity(lead.merged_into, fwd)
+            return
+        if kind == "absorb":
+            at = _parse_time(m.get("at")) or lead.last_activity_at or datetime.now(timezone.utc)
+            new, transitions = merge(lead, list(m.get("items") or []), m["from"], at, self.model)
+            self.stats.merges += 1
+            self.changed(lead, new, p, transitions)
+            return
+        item = m["item"]
+        if item.get("k") == "c":   # a sales command sent to the merged id: applied as usual
+            command = _revive(item)
+            try:
+                new, transitions = process(lead, command, self.model)
+            except CommandRefused as exc:
+                self.out.append(dead_letter(self.topics.dlq, msg, "command_refused", exc.reason))
+                self.stats.dead_letters += 1
+                return
+        else:   # an event: replayed into the lead's history in event time
+            if _item_id(item) in lead.seen_ids:
+                return
+            new, transitions = merge(lead, [item], None, _item_time(item), self.model)
+        if new is not lead:
+            self.changed(lead, new, p, transitions)
 
     async def flush(self) -> None:
         """Outputs first (and acknowledged by the broker), then state, then the offsets."""
@@ -274,9 +399,28 @@ class Pipeline:
             self.live.pop(p, None)
 
 
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _parse_time(v: Any) -> datetime | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _last_type(lead: Lead) -> str | None:
+    return lead.history[-1]["m"].get("type") if lead.history else None
+
+
 def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any, *,
             projection: bool = True) -> None:
-    inputs = app.topic(topics.events, topics.feedback, key_type=bytes, value_type=bytes,
+    inputs = app.topic(topics.events, topics.feedback, topics.identity, key_type=bytes,
+                       value_type=bytes,
                        key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
     pipeline: Pipeline | None = None
@@ -309,12 +453,15 @@ def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any
         if pipeline.due():
             await pipeline.flush()
 
-    if settings.cooling_interval > 0:
-        @app.timer(settings.cooling_interval)
-        async def cooling_pass() -> None:
+    intervals = [i for i in (settings.cooling_interval, settings.timer_interval) if i > 0]
+    if intervals:
+        @app.timer(min(intervals))
+        async def timer_pass() -> None:
+            if not seeked(app):
+                return
             assigned = {tp.partition for tp in app.consumer.assignment()
                         if tp.topic == topics.events}
-            if pipeline.cooling_pass(datetime.now(timezone.utc), assigned):
+            if pipeline.timer_pass(datetime.now(timezone.utc), assigned):
                 await pipeline.flush()
 
     if projection:

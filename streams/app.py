@@ -23,6 +23,8 @@ class Topics:
     transitions: str
     leads: str
     dlq: str
+    alerts: str
+    identity: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> "Topics":
@@ -30,7 +32,8 @@ class Topics:
                    handoff_mql=s.topic("handoff.mql"), handoff_sql=s.topic("handoff.sql"),
                    handoff_customer=s.topic("handoff.customer"),
                    transitions=s.topic("transitions"), leads=s.topic("leads"),
-                   dlq=s.topic("events.dlq"))
+                   dlq=s.topic("events.dlq"), alerts=s.topic("alerts"),
+                   identity=s.topic("identity"))
 
     def handoff(self, stage: str) -> str:
         return {"mql": self.handoff_mql, "sql": self.handoff_sql,
@@ -38,13 +41,45 @@ class Topics:
 
     def all(self) -> list[str]:
         return [self.events, self.feedback, self.handoff_mql, self.handoff_sql,
-                self.handoff_customer, self.transitions, self.leads, self.dlq]
+                self.handoff_customer, self.transitions, self.leads, self.dlq, self.alerts,
+                self.identity]
+
+
+def _seek_before_resume() -> None:
+    """Work around two start-up hazards of faust-streaming (0.15) with aiokafka.
+
+    A stream partition with no committed offset (or offset 0: aiokafka does not seek to 0) is
+    started by the reset policy; on Tansu 0.6 that put a restarted worker at the *end* of the
+    identity partitions, whose first offsets had not been committed yet, and every link and
+    absorb message before it was skipped (the crash test caught it). Such partitions are sought
+    to offset 0 explicitly. And recovery resumes the stream partitions before it seeks them; they
+    are kept paused until the seek is done, so that nothing is fetched from the old position."""
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer.perform_seek, "_funnel", False):
+        return
+    original = Consumer.perform_seek
+
+    async def perform_seek(self: Consumer) -> None:
+        streams = {tp for tp in self.assignment() if not self._is_changelog_tp(tp)}
+        self.pause_partitions(streams)
+        try:
+            await original(self)
+            for tp in streams:
+                if not self._read_offset.get(tp):   # None or 0: from the beginning
+                    await self.seek(tp, 0)
+        finally:
+            self.resume_partitions(streams)
+
+    perform_seek._funnel = True  # type: ignore[attr-defined]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, model: ScoringModel, *, projection: bool = True) -> faust.App:
     """Build the worker app. Faust's own env vars (BROKER_URL, …) are not used for our settings."""
     from streams import agents
 
+    _seek_before_resume()
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     datadir = (settings.data_dir / "worker" / settings.app_id).resolve()
     datadir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,9 @@ LEAD_COLUMNS = [
     "email", "company", "first_touch_source", "first_touch_medium", "first_touch_campaign",
     "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at", "sql_at", "customer_at",
     "orders", "revenue", "events_count", "model_name", "model_version", "traits", "reasons",
-    "contributions", "fit_reasons", "interest_at", "version",
+    "contributions", "fit_reasons", "interest_at", "sal_at", "recycled_at", "disqualified_at",
+    "last_sales_action_at", "sla_breached_at", "merged_into", "merged_from", "aliases",
+    "revenue_by_currency", "version",
 ]
 TRANSITION_COLUMNS = ["lead_id", "version", "from_stage", "to_stage", "trigger", "occurred_at",
                       "actor", "reason", "reasons"]
@@ -64,7 +66,9 @@ def lead_row(s: LeadSnapshot) -> tuple:
             s.first_seen_at, s.last_activity_at, s.stage_entered_at, s.mql_at, s.sql_at,
             s.customer_at, s.orders, s.revenue, s.events_count, s.model_name, s.model_version,
             _json(s.traits), _reasons(s.reasons), _reasons(s.contributions),
-            _reasons(s.fit_reasons), s.interest_at, s.version)
+            _reasons(s.fit_reasons), s.interest_at, s.sal_at, s.recycled_at, s.disqualified_at,
+            s.last_sales_action_at, s.sla_breached_at, s.merged_into, _json(s.merged_from),
+            _json(s.aliases), _json(s.revenue_by_currency), s.version)
 
 
 def _reasons(reasons: Iterable) -> str:

@@ -87,6 +87,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "FUNNEL_LOG_LEVEL": settings.log_level,
         "FUNNEL_COOLING_INTERVAL": str(settings.cooling_interval),
+        "FUNNEL_TIMER_INTERVAL": str(settings.timer_interval),
     })
     if settings.model is not None:
         env["FUNNEL_MODEL"] = str(settings.model)
@@ -138,7 +139,7 @@ def wait_caught_up(settings: Settings, timeout: float = 300.0, proc: subprocess.
             raise RuntimeError(f"the worker exited with code {proc.returncode}")
         try:
             lags = {t: group_lag(settings, settings.app_id, [t])
-                    for t in (topics.events, topics.feedback, topics.leads)}
+                    for t in (topics.events, topics.feedback, topics.identity, topics.leads)}
             lag = sum(lags.values())
             if lag and time.monotonic() - last_report > 10:
                 last_report = time.monotonic()

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(32 * 1024, ge=256)
     session_timeout: float = Field(6.0, gt=0)
     cooling_interval: float = Field(60.0, ge=0, description="seconds between cooling passes; 0: off")
+    timer_interval: float = Field(30.0, ge=0, description="seconds between checks of the SLA "
+                                  "and MQL-expiry deadlines against the clock; 0: event time only")
     log_level: str = Field("warning", pattern=r"^(debug|info|warning|error)$")
 
     @field_validator("broker")

@@ -80,7 +80,7 @@ def fresh_settings(backends: tuple[str, str], tmp: Path, **kw: object) -> Settin
     tag = uuid.uuid4().hex[:10]
     base = Settings(broker=broker_url, database_url=SecretStr(db_url), data_dir=tmp,
                     topic_prefix=f"t{tag}.", db_schema=f"t_{tag}", partitions=4,
-                    log_level="info", cooling_interval=0)
+                    log_level="info", cooling_interval=0, timer_interval=0)
     return base.model_copy(update=kw)
 
 

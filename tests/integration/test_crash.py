@@ -16,9 +16,10 @@ from streams.simulate import generate
 from streams.topics import read_all
 from tests.integration.conftest import Worker, fresh_settings, query, wait_for
 
-COLUMNS = ("lead_id, stage, version, interest_score, temperature, fit_score, quality, origin, "
-           "events_count, orders, revenue, mql_at, sql_at, customer_at, first_seen_at, "
-           "last_activity_at")
+# Versions are left out: identity merges cross partitions, and how many versions a merge takes
+# depends on whether the anonymous events were processed before or after the link arrived.
+COLUMNS = ("lead_id, stage, interest_score, temperature, fit_score, quality, origin, "
+           "events_count, orders, revenue, first_seen_at, last_activity_at, merged_into")
 CHUNKS = 8
 
 
@@ -43,7 +44,7 @@ def publish_chunks(settings, messages, between=None):
 
 def final_state(settings):
     leads = query(settings, f"SELECT {COLUMNS} FROM leads ORDER BY lead_id")
-    transitions = query(settings, "SELECT lead_id, version, from_stage, to_stage FROM "
+    transitions = query(settings, "SELECT lead_id, from_stage, to_stage, trigger FROM "
                                   "lead_transitions ORDER BY lead_id, version")
     events = {}
     for r in read_all(settings, settings.topic("events"), timeout=10):
@@ -55,7 +56,9 @@ def final_state(settings):
     handoffs = {}
     for stage in ("mql", "sql", "customer"):
         recs = read_all(settings, settings.topic(f"handoff.{stage}"), timeout=10)
-        handoffs[stage] = sorted({orjson.loads(r.value)["id"] for r in recs})
+        # one handoff per (lead, move): ids are lead_id:version, re-sent ones counted once
+        ids = {orjson.loads(r.value)["id"] for r in recs}
+        handoffs[stage] = sorted(i.rsplit(":", 1)[0] for i in ids)
     return leads, transitions, handoffs, events
 
 
@@ -100,8 +103,10 @@ def test_killed_and_restarted_worker_ends_with_the_same_leads_and_every_handoff(
     # the differential check: replaying the same history offline gives the live answer
     offline = replay([parse_event(orjson.dumps(m)) for _, m in generate(250, 20, 11).events],
                      load_model())
-    assert {r[0]: (r[1], r[2]) for r in leads} == {
-        k: (v.stage, v.version) for k, v in offline.leads.items()}
+    assert {r[0]: (r[1], r[2], r[7], r[12]) for r in leads} == {
+        k: (v.stage, round(v.interest_raw, 3), v.events_count, v.merged_into)
+        for k, v in offline.leads.items()}
+    assert sum(1 for r in leads if r[12]) > 20     # anonymous visitors merged on identify
     assert len(leads) > 200
     assert {r[1] for r in leads} >= {"iql", "mql", "sql", "customer"}
     diff = [(a, b) for a, b in zip(leads, leads2) if a != b]
