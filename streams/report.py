@@ -17,8 +17,18 @@ STAGE_ORDER = ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified
 def counts(settings: Settings, column: str) -> dict[str, int]:
     assert column in ("stage", "temperature", "quality", "origin")
     with psycopg.connect(settings.dsn(), **connect_kwargs(settings.db_schema)) as conn:
-        rows = conn.execute(f"SELECT {column}, count(*) FROM leads GROUP BY 1").fetchall()
+        rows = conn.execute(f"SELECT {column}, count(*) FROM leads WHERE merged_into IS NULL "
+                            "GROUP BY 1").fetchall()
     return {r[0]: r[1] for r in rows}
+
+
+def lifecycle_counts(settings: Settings) -> dict[str, int]:
+    """Identity merges and service levels, from the projection."""
+    with psycopg.connect(settings.dsn(), **connect_kwargs(settings.db_schema)) as conn:
+        merged, breached = conn.execute(
+            "SELECT count(*) FILTER (WHERE merged_into IS NOT NULL), "
+            "count(*) FILTER (WHERE sla_breached_at IS NOT NULL) FROM leads").fetchone()
+    return {"anonymous ids merged into known leads": merged, "SQLs past their SLA": breached}
 
 
 def handoffs(settings: Settings) -> dict[str, int]:
@@ -27,6 +37,7 @@ def handoffs(settings: Settings) -> dict[str, int]:
     for stage in ("mql", "sql", "customer"):
         name = topics.handoff(stage)
         out[stage] = sum(end_offsets(settings, [name]).values())
+    out["alerts"] = sum(end_offsets(settings, [topics.alerts]).values())
     out["dead letters"] = sum(end_offsets(settings, [topics.dlq]).values())
     return out
 
@@ -57,5 +68,7 @@ def print_summary(settings: Settings, console: Console, messages: int, elapsed: 
     for k, v in h.items():
         t.add_row(k, str(v))
     console.print(t)
+    for what, n in lifecycle_counts(settings).items():
+        console.print(f"{what}: {n}")
     console.print(f"{sum(stages.values())} leads; {messages} messages processed in {elapsed:.1f}s "
                   f"end to end: {messages / elapsed:,.0f} events/s")
