@@ -197,9 +197,6 @@ class Pipeline:
                 self.schedule(lead)
         return changed
 
-    # kept for callers of the previous name
-    cooling_pass = timer_pass
-
     def changed(self, old: Lead, new: Lead, partition: int, transitions: list[Any],
                 cooled: bool = False) -> None:
         """Keep ``new`` and emit what the change means: transitions and handoffs, an SLA alert,
