@@ -204,7 +204,8 @@ class Pipeline:
         self.keep(new, partition)
         lead_id = new.lead_id.encode()
         out = self.out
-        snap = new.snapshot(self.half_life) if (transitions or new.sla_breached_at) else None
+        breached = new.sla_breached_at is not None and new.sla_breached_at != old.sla_breached_at
+        snap = new.snapshot(self.half_life) if (transitions or breached) else None
         for t in transitions:
             assert snap is not None
             ce = transition_event(t, snap)
@@ -216,7 +217,7 @@ class Pipeline:
                                     handoff.model_dump_json().encode(), CLOUDEVENT_HEADERS))
                 self.stats.handoffs += 1
         self.stats.transitions += len(transitions)
-        if new.sla_breached_at is not None and new.sla_breached_at != old.sla_breached_at:
+        if breached:
             assert snap is not None
             alert = sla_breached_event(snap, self.model.lifecycle.sla.sql_hours)
             out.append(Outgoing(self.topics.alerts, lead_id, alert.model_dump_json().encode(),
