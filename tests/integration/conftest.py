@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from kafka import KafkaProducer
 from pydantic import SecretStr
 
 from streams.projection import connect_kwargs, migrate
@@ -144,3 +145,12 @@ def pipeline(backends, tmp_path_factory) -> Iterator[tuple[Settings, Worker]]:
         yield settings, worker
     finally:
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def producer(pipeline) -> Iterator[KafkaProducer]:
+    """A kafka-python producer on the module's pipeline, as an outside tracker would use."""
+    settings, _ = pipeline
+    p = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all")
+    yield p
+    p.close()

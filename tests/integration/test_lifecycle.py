@@ -7,8 +7,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import orjson
-import pytest
-from kafka import KafkaProducer
 
 from streams.topics import read_all
 from tests.integration.conftest import query, wait_for
@@ -16,14 +14,6 @@ from tests.integration.conftest import query, wait_for
 BASE = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 TRAITS = {"email": "cto@acme.io", "company": "Acme", "industry": "saas", "employees": 200,
           "budget": 50000, "country": "US", "job_title": "CTO"}
-
-
-@pytest.fixture(scope="module")
-def producer(pipeline):
-    settings, _ = pipeline
-    p = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all")
-    yield p
-    p.close()
 
 
 def t(hours: float) -> str:

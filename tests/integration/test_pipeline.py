@@ -7,21 +7,12 @@ import uuid
 
 import orjson
 import pytest
-from kafka import KafkaProducer
 
 from streams.topics import read_all
 from tests.integration.conftest import query, wait_for
 
 TRAITS = {"email": "cto@acme.io", "company": "Acme", "industry": "saas", "employees": 200,
           "budget": 50000, "country": "US", "job_title": "CTO"}
-
-
-@pytest.fixture(scope="module")
-def producer(pipeline):
-    settings, _ = pipeline
-    p = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all")
-    yield p
-    p.close()
 
 
 def publish(producer, settings, messages, topic="events", key="auto"):
