@@ -7,13 +7,16 @@ machine's clock says. Replaying a topic through it offline gives the live pipeli
 from __future__ import annotations
 
 import math
+
+import orjson
 from datetime import datetime, timedelta
 from typing import Union
 
 from funnel import scoring
 from funnel.config import ScoringModel
 from funnel.lifecycle import AUTOMATIC, Refused, lifecycle_for
-from funnel.model import ALIASES_KEPT, CONTRIBUTIONS_KEPT, HISTORY_KEPT, SEEN_WINDOW, Lead
+from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, HISTORY_BYTES, HISTORY_KEPT,
+                          SEEN_WINDOW, TRAITS_BYTES, Lead)
 from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
 from schemas.lead import FirstTouch, Reason, TransitionRecord
@@ -47,7 +50,7 @@ def process(lead: Lead, message: Message, model: ScoringModel) -> tuple[Lead, li
     lead.seen_ids = [*lead.seen_ids[-(SEEN_WINDOW - 1):], msg_id]
     lead.version += 1
     lead.model_name, lead.model_version = model.name, model.version
-    lead.history = [*lead.history[-(HISTORY_KEPT - 1):], _compact(message)]
+    _remember(lead, _compact(message))
     at = message.timestamp if isinstance(message, InteractionEvent) else message.occurred_at
     timed: list[TransitionRecord] = []
     _timers(lead, at, timed, model)   # deadlines that passed before this message, in event time
@@ -77,10 +80,10 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
                 lead.aliases = [*lead.aliases[-(ALIASES_KEPT - 1):], other]
     traits_before = lead.traits
     if event.traits:
-        lead.traits = {**lead.traits, **event.traits}
+        lead.traits = _merge_traits(lead.traits, event.traits)
     context_traits = event.context.get("traits")
     if isinstance(context_traits, dict) and context_traits:
-        lead.traits = {**lead.traits, **context_traits}
+        lead.traits = _merge_traits(lead.traits, context_traits)
     campaign = event.campaign
     if campaign and lead.first_touch == FirstTouch():
         lead.first_touch = FirstTouch(source=_s(campaign.get("source")),
@@ -196,7 +199,7 @@ def _on_command(lead: Lead, command: SalesCommand, model: ScoringModel
     trigger = COMMAND_TRIGGERS[command.action]
     transitions: list[TransitionRecord] = []
     if command.traits:
-        lead.traits = {**lead.traits, **command.traits}
+        lead.traits = _merge_traits(lead.traits, command.traits)
     if command.action == "create":
         lead.created_by_sales = True
         lead.origin = "sales"
@@ -332,14 +335,14 @@ def accept_link(other: Lead, into: str, email: str | None, via: str) -> tuple[Le
     if via != "alias" and mine and email and str(mine).lower() != str(email).lower():
         raise LinkRefused(f"{other.lead_id} is a different known person ({mine})")
     marked = other.model_copy(update={"merged_into": into, "version": other.version + 1,
-                                      "history": []})
+                                      "history": [], "history_bytes": 0})
     return marked, other.history
 
 
 SCORING_FIELDS = ("interest_raw", "interest_at", "temperature", "fit_score", "quality",
                   "fit_reasons", "traits", "first_touch", "first_seen_at", "last_activity_at",
                   "events_count", "signals", "rule_days", "rule_hits", "contributions", "history",
-                  "orders", "revenue", "revenue_by_currency")
+                  "history_bytes", "history_cut", "orders", "revenue", "revenue_by_currency")
 
 
 def merge(lead: Lead, items: list[dict], from_id: str | None, at: datetime, model: ScoringModel
@@ -358,7 +361,7 @@ def merge(lead: Lead, items: list[dict], from_id: str | None, at: datetime, mode
         merged.aliases = [*merged.aliases[-(ALIASES_KEPT - 1):], from_id]
     transitions: list[TransitionRecord] = []
     if new_items:
-        if len(lead.history) < HISTORY_KEPT:
+        if not lead.history_cut:
             # replay the union from a new lead, in event time (stable: arrival order)
             union = sorted([*lead.history, *new_items], key=_item_time)
             replayed = new_lead(lead.lead_id, model)
@@ -381,6 +384,32 @@ def merge(lead: Lead, items: list[dict], from_id: str | None, at: datetime, mode
     merged.version = max(merged.version, lead.version) + 1
     _advance(merged, at, transitions, model, set())
     return merged, transitions
+
+
+def _remember(lead: Lead, item: dict) -> None:
+    """Append ``item`` to the lead's history, which keeps the last ``HISTORY_KEPT`` messages and
+    at most ``HISTORY_BYTES`` of them: a lead with heavy messages keeps fewer."""
+    history = [*lead.history, item]
+    size = lead.history_bytes + len(orjson.dumps(item))
+    drop = 0
+    while drop < len(history) - 1 and (len(history) - drop > HISTORY_KEPT or size > HISTORY_BYTES):
+        size -= len(orjson.dumps(history[drop]))
+        drop += 1
+    lead.history, lead.history_bytes = history[drop:], size
+    lead.history_cut = lead.history_cut or drop > 0
+
+
+def _merge_traits(old: dict, new: dict) -> dict:
+    """``old`` updated with ``new``; over ``TRAITS_BYTES`` the keys set longest ago go first."""
+    merged = {**old, **new}
+    if len(orjson.dumps(merged)) <= TRAITS_BYTES:
+        return merged
+    kept = {k: v for k, v in old.items() if k not in new}
+    for k in list(kept):
+        if len(orjson.dumps({**kept, **new})) <= TRAITS_BYTES:
+            break
+        del kept[k]
+    return {**kept, **new}
 
 
 def _compact(message: Message) -> dict:

@@ -21,6 +21,9 @@ from schemas.lead import (
 SEEN_WINDOW = 500          # message/command ids remembered per lead for deduplication
 CONTRIBUTIONS_KEPT = 50    # interest contributions kept per lead for explanations
 HISTORY_KEPT = 300         # messages kept per lead so that an identity merge can replay them
+HISTORY_BYTES = 256 * 1024  # ... and at most this many bytes of them (JSON), so that one lead's
+                            # state stays well under a broker's 1 MB record limit
+TRAITS_BYTES = 64 * 1024   # a lead's traits (JSON); over it, the keys set longest ago go first
 ALIASES_KEPT = 50          # anonymous ids linked to one known lead
 TOP_REASONS = 5
 
@@ -74,6 +77,8 @@ class Lead(BaseModel):
     merged_from: list[str] = Field(default_factory=list)
     merged_into: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)   # {"k": "e"|"c", "m": message}
+    history_bytes: int = 0        # JSON size of ``history``
+    history_cut: bool = False     # older messages were dropped from ``history``
     rule_days: dict[str, list[Any]] = Field(default_factory=dict)  # rule -> [day, count]
     rule_hits: dict[str, list[datetime]] = Field(default_factory=dict)  # windowed rules
     contributions: list[Reason] = Field(default_factory=list)

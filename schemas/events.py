@@ -12,6 +12,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.limits import LimitExceeded, check_limits
+
 MAX_EVENT_BYTES = 32 * 1024
 
 EventType = Literal["page", "track", "identify", "alias", "screen", "group"]
@@ -112,6 +114,16 @@ def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Interact
         raise InvalidMessage("invalid_json", str(exc)) from None
     if not isinstance(data, dict):
         raise InvalidMessage("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    return validate_event(data)
+
+
+def validate_event(data: dict[str, Any]) -> InteractionEvent:
+    """A decoded message as an :class:`InteractionEvent`, or :class:`InvalidMessage`: the input
+    limits (``limit_exceeded``, naming the limit) first, then the Segment Spec shape."""
+    try:
+        check_limits(data)
+    except LimitExceeded as exc:
+        raise InvalidMessage("limit_exceeded", str(exc)) from None
     try:
         return InteractionEvent.model_validate(data)
     except ValidationError as exc:

@@ -26,6 +26,7 @@ from funnel.decide import (
     CommandRefused, LinkRefused, _compact, _item_id, _item_time, _revive, accept_link, merge,
     new_lead, next_due, process, tick)
 from funnel.model import Lead
+from schemas.collect import parse_time
 from schemas.commands import parse_command
 from schemas.events import InvalidMessage, parse_event
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
@@ -335,7 +336,7 @@ class Pipeline:
             self.send_identity(lead.merged_into, fwd)
             return
         if kind == "absorb":
-            at = _parse_time(m.get("at")) or lead.last_activity_at or datetime.now(timezone.utc)
+            at = parse_time(m.get("at")) or lead.last_activity_at or datetime.now(timezone.utc)
             new, transitions = merge(lead, list(m.get("items") or []), m["from"], at, self.model)
             self.stats.merges += 1
             self.changed(lead, new, p, transitions)
@@ -399,16 +400,6 @@ class Pipeline:
 
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.isoformat()
-
-
-def _parse_time(v: Any) -> datetime | None:
-    if not isinstance(v, str):
-        return None
-    try:
-        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def _last_type(lead: Lead) -> str | None:

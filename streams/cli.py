@@ -84,26 +84,69 @@ def worker(loglevel: str | None) -> None:
 
 @main.command()
 def up() -> None:
-    """Start the stack (embedded broker/PostgreSQL where unset), the worker and the projection,
-    until Ctrl-C."""
-    from streams.runner import spawn_worker, stack, stop_worker
+    """Start the stack (embedded broker/PostgreSQL where unset), the worker, the projection and
+    the HTTP collector and dashboard, until Ctrl-C."""
+    from streams.runner import spawn_collector, spawn_worker, stack, stop_worker
 
     settings = _settings()
     _model(settings)
     _sigterm_is_ctrl_c()
     with stack(settings, echo=console.print) as s:
-        proc = spawn_worker(s)
-        console.print(f"worker started (pid {proc.pid}); topics prefixed '{s.topic_prefix}'. "
-                      "Ctrl-C to stop.")
-        console.print(f"  export FUNNEL_BROKER={s.broker} FUNNEL_DATABASE_URL={s.dsn()}")
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        procs = [spawn_worker(s)]
         try:
-            while proc.poll() is None:
+            procs.append(_start_http(s, spawn_collector))
+            console.print(f"worker started (pid {procs[0].pid}); topics prefixed "
+                          f"'{s.topic_prefix}'. Ctrl-C to stop.")
+            console.print(f"  export FUNNEL_BROKER={s.broker} FUNNEL_DATABASE_URL={s.dsn()}")
+            while all(p.poll() is None for p in procs):
                 time.sleep(0.5)
-            raise click.ClickException(f"the worker exited with code {proc.returncode}")
+            dead = next(p for p in procs if p.poll() is not None)
+            raise click.ClickException(f"a child process exited with code {dead.returncode}: "
+                                       f"{' '.join(map(str, dead.args[-1:]))}")
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
-            stop_worker(proc)
+            for p in reversed(procs):
+                stop_worker(p)
+
+
+def _start_http(s: Settings, spawn_collector):
+    """The collector/dashboard child process; prints where it is and the write key."""
+    try:
+        proc = spawn_collector(s, s.data_dir / "collector.log")
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(
+            f"the HTTP collector did not start on {s.http_host}:{s.http_port} ({exc}); is the "
+            f"port taken? set FUNNEL_HTTP_PORT (log: {s.data_dir / 'collector.log'})") from None
+    base = f"http://{s.http_host}:{s.http_port}"
+    console.print(f"collector (Segment HTTP API) at {base}/v1/batch   write key: "
+                  f"{s.write_key_list()[0]}")
+    console.print(f"dashboard at {base}/")
+    return proc
+
+
+@main.command()
+def collector() -> None:
+    """Run the HTTP collector (Segment HTTP Tracking API) and the dashboard against
+    FUNNEL_BROKER (and FUNNEL_DATABASE_URL for the dashboard), on FUNNEL_HTTP_HOST:PORT."""
+    from streams.collector import serve
+    from streams.topics import ensure_topics
+
+    settings = _settings()
+    if not settings.broker:
+        raise click.UsageError("funnel collector needs FUNNEL_BROKER (or run 'funnel up')")
+    keys = settings.write_key_list()
+    try:
+        ensure_topics(settings)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        serve(settings, on_ready=lambda url: console.print(
+            f"collector listening at {url}/v1/batch ({len(keys)} write key(s))"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {settings.http_host}:{settings.http_port}: "
+                                   f"{exc.strerror or exc}") from None
 
 
 def _event_key(msg: dict) -> str | None:

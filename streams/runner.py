@@ -88,7 +88,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_LOG_LEVEL": settings.log_level,
         "FUNNEL_COOLING_INTERVAL": str(settings.cooling_interval),
         "FUNNEL_TIMER_INTERVAL": str(settings.timer_interval),
+        "FUNNEL_HTTP_HOST": settings.http_host,
+        "FUNNEL_HTTP_PORT": str(settings.http_port),
+        "FUNNEL_COLLECTOR_MAX_INFLIGHT": str(settings.collector_max_inflight),
+        "FUNNEL_COLLECTOR_ACK_TIMEOUT": str(settings.collector_ack_timeout),
     })
+    if settings.write_keys is not None:
+        env["FUNNEL_WRITE_KEYS"] = settings.write_keys.get_secret_value()
     if settings.model is not None:
         env["FUNNEL_MODEL"] = str(settings.model)
     if settings.group_id:
@@ -96,19 +102,35 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def spawn_worker(settings: Settings, log_path: Path | None = None) -> subprocess.Popen:
-    """``funnel worker`` in a child process (its own process group), stopped with its parent."""
+def spawn_worker(settings: Settings, log_path: Path | None = None,
+                 command: str = "worker") -> subprocess.Popen:
+    """``funnel worker`` (or another ``funnel`` command) in a child process (its own process
+    group), stopped with its parent."""
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "wb") if log_path is not None else None
     try:
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", command],
                                 env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT
                                 if out else None, stdin=subprocess.DEVNULL, start_new_session=True,
                                 preexec_fn=die_with_parent if sys.platform == "linux" else None)
     finally:
         if out is not None:
             out.close()
+
+
+def spawn_collector(settings: Settings, log_path: Path | None = None,
+                    timeout: float = 30.0) -> subprocess.Popen:
+    """``funnel collector`` in a child process; returns once it listens."""
+    from streams.stack import wait_for_port
+
+    proc = spawn_worker(settings, log_path, command="collector")
+    try:
+        wait_for_port(settings.http_port, timeout, proc)
+    except (RuntimeError, TimeoutError):
+        stop_worker(proc)
+        raise
+    return proc
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> None:

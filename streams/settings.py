@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     timer_interval: float = Field(30.0, ge=0, description="seconds between checks of the SLA "
                                   "and MQL-expiry deadlines against the clock; 0: event time only")
     log_level: str = Field("warning", pattern=r"^(debug|info|warning|error)$")
+    write_keys: SecretStr | None = Field(None, description="collector write keys, comma-separated;"
+                                         " unset: one generated and kept in the data dir")
+    http_host: str = Field("127.0.0.1", description="address the collector/dashboard listens on")
+    http_port: int = Field(8088, ge=0, le=65535, description="port of the collector/dashboard")
+    collector_max_inflight: int = Field(64 * 1024 * 1024, ge=1024, description="bytes accepted "
+                                        "but not yet acknowledged by the broker before 503")
+    collector_ack_timeout: float = Field(15.0, gt=0, description="seconds to wait for the broker "
+                                         "to acknowledge a request's events before 503")
 
     @field_validator("broker")
     @classmethod
@@ -58,6 +66,22 @@ class Settings(BaseSettings):
         """host:port list for kafka-python clients."""
         assert self.broker, "broker is not set"
         return [u.split("://", 1)[1] for u in self.broker.split(",")]
+
+    def write_key_list(self) -> list[str]:
+        """The configured write keys; unset: one generated once and kept in the data dir."""
+        if self.write_keys is not None:
+            keys = [k.strip() for k in self.write_keys.get_secret_value().split(",") if k.strip()]
+            if keys:
+                return keys
+        path = self.data_dir / "write_key"
+        if path.exists():
+            return [path.read_text("utf-8").strip()]
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = "wk_" + secrets.token_urlsafe(18)
+        path.write_text(key + "\n", "utf-8")
+        return [key]
 
     def dsn(self) -> str:
         assert self.database_url is not None, "database_url is not set"

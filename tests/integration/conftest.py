@@ -154,3 +154,22 @@ def producer(pipeline) -> Iterator[KafkaProducer]:
     p = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all")
     yield p
     p.close()
+
+
+WRITE_KEY = "wk_test_key"
+
+
+@pytest.fixture(scope="module")
+def collector(pipeline) -> Iterator[str]:
+    """A ``funnel collector`` child process on the module's pipeline; yields its base URL."""
+    from streams.runner import spawn_collector
+    from streams.stack import free_port
+
+    settings, _ = pipeline
+    s = settings.model_copy(update={"http_port": free_port(),
+                                    "write_keys": SecretStr(f"{WRITE_KEY},wk_second")})
+    proc = spawn_collector(s, s.data_dir / f"collector-{s.http_port}.log")
+    try:
+        yield f"http://127.0.0.1:{s.http_port}"
+    finally:
+        stop_worker(proc)

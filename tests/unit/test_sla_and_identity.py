@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from funnel.config import default_model_text, load_model, parse_model
@@ -215,3 +216,28 @@ def test_merge_keeps_the_lifecycle_history_of_the_known_lead():
 
 def test_stage_list_is_the_contracts():
     assert STAGES == ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
+
+
+def test_a_lead_with_heavy_messages_keeps_a_bounded_history_and_says_it_was_cut():
+    from funnel.model import HISTORY_BYTES
+
+    lead = new_lead("u-heavy", MODEL)
+    for i in range(120):
+        lead, _ = process(lead, event("page", lead="u-heavy", when=at(i),
+                                      properties={"path": "/blog", "note": "x" * 7000}), MODEL)
+    assert lead.events_count == 120
+    sizes = sum(len(orjson.dumps(item)) for item in lead.history)
+    assert lead.history_bytes == sizes <= HISTORY_BYTES < 120 * 7000
+    assert lead.history_cut and lead.history[-1]["m"]["properties"]["note"] == "x" * 7000
+    assert len(lead.model_dump_json()) < 512 * 1024
+
+
+def test_traits_over_their_budget_drop_the_keys_set_longest_ago():
+    from funnel.model import TRAITS_BYTES
+
+    lead = new_lead("u-traits", MODEL)
+    for i in range(40):
+        lead, _ = process(lead, identify({f"t{i}": "v" * 3000, "email": "a@b.io"},
+                                         lead="u-traits", when=at(i)), MODEL)
+    assert len(orjson.dumps(lead.traits)) <= TRAITS_BYTES
+    assert "t39" in lead.traits and "t0" not in lead.traits and lead.traits["email"] == "a@b.io"

@@ -1,0 +1,147 @@
+"""The collector's request handling without HTTP: bodies, write keys, enrichment, refusals."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from schemas.collect import (MAX_REQUEST_BYTES, Refused, enrich, messages_of, prepare, read_body,
+                             write_key_of)
+from schemas.events import InvalidMessage, parse_event
+from schemas.limits import MAX_DEPTH, MAX_KEYS, MAX_STRING, MAX_UNKNOWN_FIELDS
+
+NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+PAGE = {"messageId": "m1", "anonymousId": "a-1", "timestamp": "2026-11-23T11:00:00Z",
+        "properties": {"path": "/pricing"}}
+
+
+def refused(fn, *args) -> Refused:
+    with pytest.raises(Refused) as exc:
+        fn(*args)
+    return exc.value
+
+
+def test_a_gzip_body_is_inflated():
+    body = {"batch": [PAGE]}
+    assert read_body(gzip.compress(orjson.dumps(body)), "gzip") == body
+
+
+@pytest.mark.parametrize("raw,encoding,status,code", [
+    (b"{not json", None, 400, "invalid_json"),
+    (b"[1]", None, 400, "not_an_object"),
+    (b"not gzip at all", "gzip", 400, "invalid_gzip"),
+    (gzip.compress(b"{}")[:-6], "gzip", 400, "invalid_gzip"),
+    (b"{}", "br", 400, "unsupported_encoding"),
+    (b" " * (MAX_REQUEST_BYTES + 1), None, 413, "request_too_large"),
+    (gzip.compress(b" " * (MAX_REQUEST_BYTES + 1)), "gzip", 413, "request_too_large"),
+])
+def test_bad_bodies_are_refused_with_a_code(raw, encoding, status, code):
+    exc = refused(read_body, raw, encoding)
+    assert (exc.status, exc.code) == (status, code) and exc.message
+
+
+def test_the_write_key_is_the_basic_username_or_the_body_field():
+    basic = "Basic " + base64.b64encode(b"wk_123:").decode()
+    assert write_key_of(basic, None) == "wk_123"
+    assert write_key_of(None, {"writeKey": "wk_456"}) == "wk_456"
+    assert write_key_of(basic, {"writeKey": "other"}) == "wk_123"
+    assert write_key_of("Basic !!!", None) is None and write_key_of(None, {}) is None
+
+
+def test_clock_skew_is_corrected_from_sent_at():
+    # the tracker's clock is 10 minutes fast: it stamped 11:10 and sent at 11:15 (its clock)
+    msg = {**PAGE, "timestamp": "2026-11-23T11:10:00Z", "sentAt": "2026-11-23T11:15:00Z"}
+    out = enrich(msg, NOW)
+    assert out["receivedAt"] == "2026-11-23T12:00:00.000Z"
+    assert out["originalTimestamp"] == "2026-11-23T11:10:00Z"
+    assert out["timestamp"] == "2026-11-23T11:55:00.000Z"
+    assert msg["timestamp"] == "2026-11-23T11:10:00Z"   # the input is not changed
+
+
+def test_without_sent_at_the_timestamp_is_kept_and_without_one_it_is_received_at():
+    assert enrich(PAGE, NOW)["timestamp"] == "2026-11-23T11:00:00.000Z"
+    no_time = {k: v for k, v in PAGE.items() if k != "timestamp"}
+    assert enrich(no_time, NOW)["timestamp"] == "2026-11-23T12:00:00.000Z"
+    assert refused(enrich, {**PAGE, "timestamp": "yesterday"}, NOW).code == "invalid_timestamp"
+
+
+def test_a_message_without_message_id_gets_one():
+    out = enrich({k: v for k, v in PAGE.items() if k != "messageId"}, NOW)
+    assert out["messageId"].startswith("funnel-")
+
+
+def test_a_batch_is_keyed_by_lead_and_shares_its_context():
+    body = {"batch": [{**PAGE, "type": "page"},
+                      {"type": "identify", "userId": "u-1", "anonymousId": "a-1",
+                       "messageId": "m2", "traits": {"email": "x@acme.io"}}],
+            "context": {"library": {"name": "analytics-python"}}, "sentAt": "2026-11-23T11:59:00Z"}
+    records = prepare("batch", body, NOW, 32768)
+    assert [k for k, _ in records] == [b"a-1", b"u-1"]
+    first = orjson.loads(records[0][1])
+    assert first["context"]["library"]["name"] == "analytics-python"
+    assert parse_event(records[1][1]).traits["email"] == "x@acme.io"
+
+
+def test_a_single_call_takes_its_type_from_the_endpoint():
+    (key, value), = prepare("track", {**PAGE, "event": "Demo Requested", "userId": "u-9"}, NOW,
+                            32768)
+    assert key == b"u-9" and orjson.loads(value)["type"] == "track"
+
+
+@pytest.mark.parametrize("body,code,needle", [
+    ({"batch": [{"type": "page", "messageId": "x"}]}, "missing_id", "batch[0]"),
+    ({"batch": [{**PAGE, "type": "page"},
+                {**PAGE, "type": "page", "properties": {f"p{i}": "x" * 8000 for i in range(5)}}]},
+     "event_too_large", "batch[1]"),
+    ({"batch": []}, "invalid_batch", "empty"),
+    ({"batch": "no"}, "invalid_batch", "array"),
+    ({"batch": [1]}, "invalid_event", "batch[0]"),
+    ({"batch": [{**PAGE, "type": "rocket"}]}, "invalid_event", "type"),
+])
+def test_a_bad_message_refuses_the_whole_request(body, code, needle):
+    exc = refused(prepare, "batch", body, NOW, 32768)
+    assert exc.status == 400 and exc.code == code and needle in exc.message
+
+
+def test_unknown_endpoints_are_404():
+    assert refused(messages_of, "pixel", {}).status == 404
+
+
+def nested(depth: int) -> dict:
+    d: dict = {"leaf": 1}
+    for _ in range(depth):
+        d = {"n": d}
+    return d
+
+
+@pytest.mark.parametrize("props,limit", [
+    ({"s": "x" * (MAX_STRING + 1)}, "max_string"),
+    (nested(MAX_DEPTH + 1), "max_depth"),
+    ({f"k{i}": i for i in range(MAX_KEYS + 1)}, "max_keys"),
+    ({"k" * 300: 1}, "max_key"),
+    ({"list": list(range(201))}, "max_items"),
+])
+def test_every_limit_refusal_names_the_limit(props, limit):
+    msg = {**PAGE, "type": "page", "properties": props}
+    with pytest.raises(InvalidMessage) as exc:
+        parse_event(orjson.dumps(msg), max_bytes=10**7)
+    assert exc.value.code == "limit_exceeded" and limit in exc.value.detail
+    assert "properties" in exc.value.detail
+    assert refused(prepare, "batch", {"batch": [msg]}, NOW, 10**7).code == "limit_exceeded"
+
+
+def test_unknown_fields_are_kept_but_bounded():
+    few = {**PAGE, "type": "page", **{f"x{i}": i for i in range(3)}}
+    assert parse_event(orjson.dumps(few)).model_extra == {"x0": 0, "x1": 1, "x2": 2}
+    many = {**PAGE, "type": "page", **{f"x{i}": i for i in range(MAX_UNKNOWN_FIELDS + 1)}}
+    with pytest.raises(InvalidMessage, match="max_unknown_fields"):
+        parse_event(orjson.dumps(many))
+
+
+def test_nesting_within_the_limit_is_accepted():
+    msg = {**PAGE, "type": "page", "properties": nested(MAX_DEPTH - 2)}
+    assert parse_event(orjson.dumps(msg)).properties["n"]
