@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 EVENT_TYPES = {
     "mql": "funnel.lead.mql",
@@ -30,6 +32,76 @@ class CloudEvent(BaseModel):
     time: datetime
     datacontenttype: str = "application/json"
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- typed payloads: what ``data`` carries for each event type (published as JSON Schema) ----
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class LeadEventData(BaseModel):
+    """``data`` of ``funnel.lead.mql|sql|customer`` and ``funnel.lead.transitioned``."""
+
+    model_config = ConfigDict(title="LeadEventData")
+
+    lead_id: str
+    stage: Stage
+    previous_stage: Stage
+    version: int = Field(description="the lead version this stage change produced")
+    trigger: str = Field(description="what moved the lead: qualify_marketing, accept, won, …")
+    actor: str | None = None
+    reason: str | None = None
+    interest_score: float
+    temperature: Temperature
+    fit_score: float
+    quality: Quality
+    origin: Origin
+    traits: dict[str, Any]
+    first_touch: FirstTouch
+    model: ModelRef
+    reasons: list[Reason]
+
+
+class CooledData(BaseModel):
+    """``data`` of ``funnel.lead.cooled``."""
+
+    lead_id: str
+    version: int
+    temperature: Temperature
+    previous_temperature: Temperature
+    interest_score: float
+    stage: Stage
+    model: ModelRef
+
+
+class SlaBreachedData(BaseModel):
+    """``data`` of ``funnel.lead.sla_breached``."""
+
+    lead_id: str
+    version: int
+    stage: Stage
+    sql_at: datetime
+    due_at: datetime
+    sla_hours: float | None
+    interest_score: float
+    temperature: Temperature
+    fit_score: float
+    quality: Quality
+    origin: Origin
+    email: str | None
+    company: str | None
+    model: ModelRef
+
+
+def _typed(name: str, kinds: tuple[str, ...], data: type[BaseModel], doc: str) -> type[BaseModel]:
+    """A CloudEvent model whose ``type`` is one of ``kinds`` and whose ``data`` is ``data``."""
+    fields: dict[str, Any] = {
+        "type": (Literal[kinds], ...),  # type: ignore[valid-type]
+        "data": (data, ...),
+    }
+    return create_model(name, __base__=CloudEvent, __doc__=doc, **fields)
 
 
 def _data(t: "TransitionRecord", lead: "LeadSnapshot") -> dict[str, Any]:
@@ -89,3 +161,16 @@ def sla_breached_event(lead: "LeadSnapshot", hours: float | None) -> CloudEvent:
 
 
 from schemas.lead import LeadSnapshot, TransitionRecord  # noqa: E402  (types for the above)
+
+LeadMql = _typed("LeadMql", (EVENT_TYPES["mql"],), LeadEventData,
+                 "A lead became a Marketing Qualified Lead (funnel.handoff.mql).")
+LeadSql = _typed("LeadSql", (EVENT_TYPES["sql"],), LeadEventData,
+                 "A lead is handed to Sales (funnel.handoff.sql).")
+LeadCustomer = _typed("LeadCustomer", (EVENT_TYPES["customer"],), LeadEventData,
+                      "A lead became a customer (funnel.handoff.customer).")
+LeadTransitioned = _typed("LeadTransitioned", (TRANSITIONED,), LeadEventData,
+                          "Any stage change (funnel.transitions).")
+LeadCooled = _typed("LeadCooled", (COOLED,), CooledData,
+                    "A quiet lead's temperature dropped (funnel.transitions).")
+LeadSlaBreached = _typed("LeadSlaBreached", (SLA_BREACHED,), SlaBreachedData,
+                         "Sales did not act on an SQL within the SLA (funnel.alerts).")

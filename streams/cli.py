@@ -418,6 +418,37 @@ def explain(lead_id: str) -> None:
     render(console if console.is_terminal else Console(width=160), lead, history)
 
 
+@main.command()
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the schemas to (created if missing).")
+def schema(out_dir: Path) -> None:
+    """Write a JSON Schema for every message on every topic and an AsyncAPI 3.0 document."""
+    import yaml
+
+    from importlib.metadata import version
+
+    from schemas.export import asyncapi, json_schemas
+
+    settings = _settings()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+    written = []
+    for name, doc in json_schemas().items():
+        path = out_dir / f"{name}.schema.json"
+        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        written.append(path)
+    server = settings.bootstrap_servers()[0] if settings.broker else "127.0.0.1:9092"
+    doc = asyncapi(settings.topic_prefix, settings.partitions, version("funnel"), server)
+    (out_dir / "asyncapi.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    (out_dir / "asyncapi.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=100),
+                                           "utf-8")
+    console.print(f"wrote {len(written)} JSON Schemas and asyncapi.json/asyncapi.yaml "
+                  f"(AsyncAPI 3.0, {len(doc['channels'])} topics) to {out_dir}")
+
+
 @main.group()
 def model() -> None:
     """The scoring and lifecycle model file."""
