@@ -449,6 +449,105 @@ def schema(out_dir: Path) -> None:
                   f"(AsyncAPI 3.0, {len(doc['channels'])} topics) to {out_dir}")
 
 
+@main.group(invoke_without_command=True)
+@click.option("--reason", "reasons", multiple=True, help="Only dead letters with this error "
+              "(repeat for several), e.g. invalid_event, command_refused.")
+@click.option("--count", "count_only", is_flag=True, help="Count the dead letters by reason.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(0),
+              help="Show at most this many (the newest); 0: all.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
+@click.pass_context
+def dlq(ctx: click.Context, reasons: tuple[str, ...], count_only: bool, limit: int,
+        as_json: bool) -> None:
+    """List the dead letters on the DLQ with their reasons (see also: funnel dlq replay)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    letters = _dead_letters(reasons)
+    if count_only:
+        from streams.dlq import count_by_reason
+
+        counts = count_by_reason(letters)
+        if as_json:
+            console.print_json(orjson.dumps(dict(counts)).decode())
+            return
+        t = Table(title=f"{len(letters)} dead letters by reason")
+        t.add_column("error")
+        t.add_column("count", justify="right")
+        for reason, n in counts:
+            t.add_row(reason, str(n))
+        console.print(t)
+        return
+    shown = letters[-limit:] if limit else letters
+    if as_json:
+        for d in shown:
+            click.echo(orjson.dumps({
+                "dlq": d.where, "time": d.timestamp.isoformat(), "error": d.error,
+                "detail": d.detail, "source_topic": d.source_topic,
+                "source_partition": d.source_partition, "source_offset": d.source_offset,
+                "key": d.key.decode("utf-8", "replace") if d.key else None,
+                "value": (d.value or b"").decode("utf-8", "replace")}).decode())
+        return
+    t = Table(title=f"{len(letters)} dead letters" + (f", the last {len(shown)}"
+                                                      if len(shown) < len(letters) else ""))
+    for col in ("dlq", "time", "error", "detail", "source", "key", "value"):
+        t.add_column(col, overflow="fold")
+    for d in shown:
+        value = (d.value or b"").decode("utf-8", "replace")
+        t.add_row(d.where, d.timestamp.strftime("%Y-%m-%d %H:%M:%S"), d.error, d.detail[:120],
+                  f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+                  (d.key or b"").decode("utf-8", "replace"),
+                  value[:80] + ("…" if len(value) > 80 else ""))
+    console.print(t)
+    console.print("replay chosen ones with: funnel dlq replay --at PARTITION:OFFSET "
+                  "(or --reason ERROR)")
+
+
+def _dead_letters(reasons: tuple[str, ...]) -> list:
+    from streams.dlq import read_dead_letters
+
+    settings = _settings()
+    if not settings.broker:
+        raise click.UsageError("funnel dlq needs FUNNEL_BROKER (printed by 'funnel up')")
+    letters = read_dead_letters(settings)
+    return [d for d in letters if not reasons or d.error in reasons]
+
+
+@dlq.command("replay")
+@click.option("--at", "where", multiple=True, metavar="PARTITION:OFFSET",
+              help="A dead letter to replay, as listed by 'funnel dlq' (repeat for several).")
+@click.option("--reason", "reasons", multiple=True, help="Replay every dead letter with this error.")
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed, send nothing.")
+def dlq_replay(where: tuple[str, ...], reasons: tuple[str, ...], dry_run: bool) -> None:
+    """Re-publish chosen dead letters to the topic they came from (after a fix)."""
+    from streams.dlq import replay
+
+    if not where and not reasons:
+        raise click.UsageError("choose what to replay: --at PARTITION:OFFSET or --reason ERROR")
+    for w in where:
+        p, _, o = w.partition(":")
+        if not (p.isdigit() and o.isdigit()):
+            raise click.BadParameter(f"{w!r} is not PARTITION:OFFSET (e.g. 3:17)",
+                                     param_hint="--at")
+    every = {d.where: d for d in _dead_letters(())}
+    missing = [w for w in where if w not in every]
+    if missing:
+        raise click.ClickException(f"no dead letter at {', '.join(missing)} on the DLQ")
+    letters = [d for w, d in every.items() if w in where or d.error in reasons]
+    if not letters:
+        raise click.ClickException("no dead letter matches")
+    if dry_run:
+        for d in letters:
+            console.print(f"would replay {d.where} ({d.error}) to {d.source_topic}")
+        return
+    try:
+        n = replay(_settings(), letters)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"replayed {n} dead letters to their source topics")
+
+
 @main.group()
 def model() -> None:
     """The scoring and lifecycle model file."""

@@ -5,11 +5,14 @@ wrong keys, bad bodies and oversized requests are refused with the right status.
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import uuid
 
 import orjson
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from streams.topics import read_all
 from tests.integration.conftest import WRITE_KEY, query, wait_for
@@ -168,3 +171,67 @@ def test_a_collector_that_cannot_publish_more_says_503_with_retry_after(pipeline
         assert post(url, "batch", {"batch": [page("a-small")]}).status_code == 200
     finally:
         stop_worker(proc)
+
+
+# --- hostile requests ---------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=25)
+FIELDS = st.sampled_from(["messageId", "type", "timestamp", "userId", "anonymousId", "event",
+                          "properties", "traits", "context", "sentAt", "previousId"])
+MESSAGE = st.builds(lambda changes: {"type": "track", "event": "Ad Clicked", "userId": "fz-c",
+                                     "timestamp": "2026-11-20T10:00:00Z", **changes},
+                    st.dictionaries(FIELDS, JSON, max_size=2))
+REQUEST = st.fixed_dictionaries({
+    "endpoint": st.sampled_from(["batch", "batch", "track", "page", "identify", "alias", "pixel"]),
+    "body": st.one_of(st.binary(max_size=100),
+                      JSON.map(lambda v: json.dumps(v).encode()),
+                      st.lists(MESSAGE, min_size=1, max_size=4).map(lambda b: {"batch": b}),
+                      MESSAGE),
+    "gzip": st.booleans(),
+    "key": st.sampled_from([WRITE_KEY, WRITE_KEY, "wrong", None]),
+})
+ACCEPTED: list[str] = []   # messageIds of events answered 200
+
+
+@hsettings(max_examples=int(os.environ.get("FUNNEL_FUZZ_EXAMPLES", "120")), deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(req=REQUEST)
+def test_hostile_requests_get_a_4xx_and_never_crash_the_collector(collector, req):
+    body = req["body"]
+    ids, count = [], None
+    if isinstance(body, dict):
+        messages = body["batch"] if "batch" in body else [body]
+        for m in messages:
+            if "messageId" not in m:
+                m["messageId"] = uuid.uuid4().hex
+            if isinstance(m["messageId"], str):
+                m["messageId"] = m["messageId"] + uuid.uuid4().hex
+                ids.append(m["messageId"])
+        count = len(messages)
+        body = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if req["gzip"]:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    r = requests.post(f"{collector}/v1/{req['endpoint']}", data=body, headers=headers,
+                      auth=(req["key"], "") if req["key"] else None, timeout=30)
+    assert r.status_code in (200, 400, 401, 404, 413), (r.status_code, r.text)
+    reply = r.json()
+    if r.status_code == 200:
+        assert req["key"] == WRITE_KEY and count is not None and reply["events"] == count
+        ACCEPTED.extend(ids)
+    else:
+        assert reply["code"] and reply["message"]
+
+
+def test_after_the_fuzz_every_accepted_event_is_on_the_topic(pipeline, collector):
+    settings, _ = pipeline
+    assert post(collector, "batch", {"batch": [page("a-after-fuzz")]}).status_code == 200
+    assert ACCEPTED, "the fuzz must have had some requests accepted"
+    on_topic = {orjson.loads(r.value).get("messageId")
+                for r in read_all(settings, settings.topic("events"), timeout=10)}
+    assert set(ACCEPTED) <= on_topic
