@@ -548,6 +548,151 @@ def dlq_replay(where: tuple[str, ...], reasons: tuple[str, ...], dry_run: bool) 
     console.print(f"replayed {n} dead letters to their source topics")
 
 
+def _db_settings(what: str) -> Settings:
+    settings = _settings()
+    if settings.database_url is None:
+        raise click.UsageError(f"{what} needs FUNNEL_DATABASE_URL (printed by 'funnel up')")
+    return settings
+
+
+def _migrated(settings: Settings) -> None:
+    import psycopg
+
+    from streams.projection import migrate
+
+    try:
+        migrate(settings.dsn(), settings.db_schema)
+    except psycopg.Error as exc:
+        raise click.ClickException(f"PostgreSQL at FUNNEL_DATABASE_URL: {str(exc).strip()}") \
+            from None
+
+
+@main.group()
+def costs() -> None:
+    """Campaign spend, for cost per lead and per customer."""
+
+
+@costs.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def costs_import(file: Path) -> None:
+    """Import spend from a CSV FILE with columns campaign, period, amount, currency
+    (period: 2026-11-20, 2026-W47 or 2026-11). Re-importing a row replaces it."""
+    from schemas.costs import BadCosts, parse_costs
+    from streams.kpis import import_costs
+
+    settings = _db_settings("funnel costs import")
+    try:
+        rows = parse_costs(file.read_text("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file}: not UTF-8 text ({exc.reason})") from None
+    except BadCosts as exc:
+        raise click.ClickException(f"{file}: nothing imported:\n" + "\n".join(
+            f"  {p}" for p in exc.problems)) from None
+    _migrated(settings)
+    n = import_costs(settings, rows)
+    total: dict[str, float] = {}
+    for r in rows:
+        total[r.currency] = total.get(r.currency, 0.0) + float(r.amount)
+    console.print(f"imported {n} spend rows from {file} ("
+                  + ", ".join(f"{v:,.2f} {k}" for k, v in sorted(total.items())) + ")")
+
+
+@main.command()
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Day after the last (exclusive).")
+@click.option("--grain", default="month", show_default=True,
+              type=click.Choice(["day", "week", "month", "all"]), help="Period length.")
+@click.option("--by", "by", default="all", show_default=True,
+              type=click.Choice(["all", "origin", "source", "campaign", "temperature", "quality"]),
+              help="Split every period by this dimension.")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json", "csv"]))
+@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the funnel as a PNG picture.")
+def report(since, until, grain: str, by: str, fmt: str, chart: Path | None) -> None:
+    """The shared Sales/Marketing KPIs from the SQL views: leads, conversion, close rate,
+    revenue, sales cycle, time in stage, cost per lead and per customer."""
+    import psycopg
+
+    from streams.kpis import ReportQuery, funnel_chart, sections, summary
+
+    if since and until and until <= since:
+        raise click.BadParameter("must be after --since", param_hint="--until")
+    settings = _db_settings("funnel report")
+    q = ReportQuery(grain=grain, by=by, since=since.date() if since else None,
+                    until=until.date() if until else None)
+    try:
+        data = sections(settings, q)
+    except psycopg.errors.UndefinedTable:
+        raise click.ClickException("no KPI views in the database: start a worker once (it "
+                                   "applies the migrations)") from None
+    except psycopg.Error as exc:
+        raise click.ClickException(f"PostgreSQL at FUNNEL_DATABASE_URL: {str(exc).strip()}") \
+            from None
+    rows = summary(data)
+    if fmt == "json":
+        click.echo(orjson.dumps({"grain": grain, "by": by, "since": q.since, "until": q.until,
+                                 "summary": rows, **data}, option=orjson.OPT_INDENT_2).decode())
+    elif fmt == "csv":
+        import csv
+
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(sys.stdout, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        _report_tables(data, rows, grain, by)
+    if chart is not None:
+        span = f"{q.since or 'start'} to {q.until or 'now'}"
+        funnel_chart(data, chart, f"Funnel{'' if by == 'all' else ' by ' + by}, {span}")
+        err.print(f"funnel chart written to {chart}")
+
+
+def _report_tables(data: dict, rows: list[dict], grain: str, by: str) -> None:
+    from rich.table import Table
+
+    def pct(v):
+        return "" if v is None else f"{v:.0%}"
+
+    def num(v):
+        return "" if v is None else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}"
+
+    t = Table(title=f"Funnel and sales per {grain}" + ("" if by == "all" else f" by {by}"))
+    cols = ["period", by if by != "all" else "", "leads", "MQL", "SQL", "customers", "lead→MQL",
+            "MQL→SQL", "SQL→cust.", "won", "lost", "close rate", "cycle median d", "cycle p90 d"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("period", by) else "right")
+    for r in rows:
+        t.add_row(r["period"], "" if by == "all" else r["value"], num(r.get("leads")),
+                  num(r.get("mqls")), num(r.get("sqls")), num(r.get("customers")),
+                  pct(r.get("mql_rate")), pct(r.get("sql_rate")), pct(r.get("customer_rate")),
+                  num(r.get("won")), num(r.get("lost")), pct(r.get("close_rate")),
+                  num(r.get("cycle_median_days")), num(r.get("cycle_p90_days")))
+    console.print(t)
+    money = Table(title="Revenue (customer cohort) and spend")
+    for c in ("period", by if by != "all" else "", "currency", "customers", "revenue", "spend",
+              "cost/lead", "cost/customer"):
+        money.add_column(c, justify="left" if c in ("period", by, "currency") else "right")
+    currencies = sorted({k.split("_", 1)[1] for r in rows for k in r
+                         if k.startswith(("revenue_", "spend_"))})
+    for r in rows:
+        for cur in currencies:
+            if f"revenue_{cur}" in r or f"spend_{cur}" in r:
+                money.add_row(r["period"], "" if by == "all" else r["value"], cur,
+                              num(r.get("customers")), num(r.get(f"revenue_{cur}")),
+                              num(r.get(f"spend_{cur}")), num(r.get(f"cost_per_lead_{cur}")),
+                              num(r.get(f"cost_per_customer_{cur}")))
+    console.print(money)
+    stays = Table(title=f"Time in stage (hours) per {grain}")
+    for c in ("period", by if by != "all" else "", "stage", "stays", "median", "p90", "mean"):
+        stays.add_column(c, justify="left" if c in ("period", by, "stage") else "right")
+    for r in data["time_in_stage"]:
+        stays.add_row(r["period"], "" if by == "all" else r["value"], r["stage"],
+                      num(r["stays"]), num(r["median_hours"]), num(r["p90_hours"]),
+                      num(r["avg_hours"]))
+    console.print(stays)
+
+
 @main.group()
 def model() -> None:
     """The scoring and lifecycle model file."""

@@ -145,3 +145,32 @@ def test_unknown_fields_are_kept_but_bounded():
 def test_nesting_within_the_limit_is_accepted():
     msg = {**PAGE, "type": "page", "properties": nested(MAX_DEPTH - 2)}
     assert parse_event(orjson.dumps(msg)).properties["n"]
+
+
+# --- campaign spend (funnel costs import) ---------------------------------------------------
+
+def test_a_costs_file_takes_days_iso_weeks_and_months():
+    from datetime import date
+    from decimal import Decimal
+
+    from schemas.costs import parse_costs
+
+    rows = parse_costs("campaign,period,amount,currency\nq4-launch,2026-11,1200.50,usd\n"
+                       "q4-launch,2026-W47,300,EUR\nretarget,2026-11-20,45,USD\n")
+    assert [(r.grain, r.period_start, r.amount, r.currency) for r in rows] == [
+        ("month", date(2026, 11, 1), Decimal("1200.50"), "USD"),
+        ("week", date(2026, 11, 16), Decimal("300"), "EUR"),
+        ("day", date(2026, 11, 20), Decimal("45"), "USD")]
+
+
+def test_a_bad_costs_file_is_refused_naming_every_bad_line():
+    from schemas.costs import BadCosts, parse_costs
+
+    with pytest.raises(BadCosts) as exc:
+        parse_costs("campaign,period,amount,currency\nx,2026-13,1,USD\n,2026-11,1,USD\n"
+                    "y,2026-11,-5,USD\nz,2026-11,abc,USD\nw,2026-11,1,dollars\nok,2026-11,1,USD\n")
+    assert [p.split(":")[0] for p in exc.value.problems] == [
+        "line 2", "line 3", "line 4", "line 5", "line 6"]
+    assert "month must be in 1..12" in exc.value.problems[0]
+    with pytest.raises(BadCosts, match="missing column"):
+        parse_costs("campaign,when,amount,currency\n")

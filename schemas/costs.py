@@ -1,0 +1,85 @@
+"""Campaign spend as data: the CSV that ``funnel costs import`` reads.
+
+Columns (a header line, any order): ``campaign``, ``period``, ``amount``, ``currency``.
+``period`` is a day (``2026-11-20``), an ISO week (``2026-W47``) or a month (``2026-11``).
+A file with any bad line is refused as a whole, each problem named with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+COLUMNS = ("campaign", "period", "amount", "currency")
+_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+class BadCosts(ValueError):
+    """The problems of a costs file, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Spend:
+    campaign: str
+    grain: str          # day, week or month
+    period_start: date
+    amount: Decimal
+    currency: str
+
+
+def parse_period(text: str) -> tuple[str, date]:
+    """``(grain, first day)`` of a day, ISO week or month; ValueError if it is none of those."""
+    text = text.strip()
+    try:
+        if m := _DAY.match(text):
+            return "day", date(int(m[1]), int(m[2]), int(m[3]))
+        if m := _WEEK.match(text):
+            return "week", date.fromisocalendar(int(m[1]), int(m[2]), 1)
+        if m := _MONTH.match(text):
+            return "month", date(int(m[1]), int(m[2]), 1)
+    except ValueError as exc:
+        raise ValueError(f"period {text!r}: {exc}") from None
+    raise ValueError(f"period {text!r} is not a day (2026-11-20), an ISO week (2026-W47) "
+                     "or a month (2026-11)")
+
+
+def parse_costs(text: str) -> list[Spend]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip().lower() for h in reader.fieldnames or []]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise BadCosts([f"line 1: missing column(s) {', '.join(missing)} "
+                        f"(need {', '.join(COLUMNS)})"])
+    reader.fieldnames = header
+    rows, problems = [], []
+    for n, row in enumerate(reader, start=2):
+        try:
+            campaign = (row["campaign"] or "").strip()
+            if not campaign:
+                raise ValueError("campaign is empty")
+            grain, start = parse_period(row["period"] or "")
+            try:
+                amount = Decimal((row["amount"] or "").strip())
+            except InvalidOperation:
+                raise ValueError(f"amount {row['amount']!r} is not a number") from None
+            if not amount.is_finite() or amount < 0:
+                raise ValueError(f"amount {row['amount']!r} must be a number ≥ 0")
+            currency = (row["currency"] or "").strip().upper()
+            if not re.fullmatch(r"[A-Z]{3}", currency):
+                raise ValueError(f"currency {row['currency']!r} is not a 3-letter code (ISO 4217)")
+            rows.append(Spend(campaign, grain, start, amount, currency))
+        except ValueError as exc:
+            problems.append(f"line {n}: {exc}")
+    if problems:
+        raise BadCosts(problems)
+    return rows
