@@ -31,6 +31,7 @@ from schemas.commands import parse_command
 from schemas.events import InvalidMessage, parse_event
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.lead import LeadSnapshot
+from streams.metrics import Metrics
 from streams.settings import Settings
 
 log = logging.getLogger("funnel.agents")
@@ -93,9 +94,10 @@ class Pipeline:
     """
 
     def __init__(self, app: faust.App, table: Any, settings: Settings, model: ScoringModel,
-                 topics: Any) -> None:
+                 topics: Any, metrics: Metrics | None = None) -> None:
         self.app, self.table, self.settings, self.model, self.topics = (
             app, table, settings, model, topics)
+        self.metrics = metrics
         self.stats = Stats()
         self.started: set[tuple[str, int]] = set()
         # partition -> lead id -> state: the live state of the leads this worker changed since
@@ -218,6 +220,9 @@ class Pipeline:
                                     handoff.model_dump_json().encode(), CLOUDEVENT_HEADERS))
                 self.stats.handoffs += 1
         self.stats.transitions += len(transitions)
+        if self.metrics is not None:
+            for t in transitions:
+                self.metrics.transitions.labels(t.to_stage).inc()
         if breached:
             assert snap is not None
             alert = sla_breached_event(snap, self.model.lifecycle.sla.sql_hours)
@@ -267,8 +272,12 @@ class Pipeline:
             return
         if is_event:
             self.stats.events += 1
+            if self.metrics is not None:
+                self.metrics.events.labels(parsed.type).inc()  # type: ignore[union-attr]
         else:
             self.stats.commands += 1
+            if self.metrics is not None:
+                self.metrics.commands.labels(parsed.action).inc()  # type: ignore[union-attr]
         lead = self.load(lead_id, msg.partition)
         if lead.merged_into is not None:
             # this id now belongs to a known lead: the message goes there
@@ -369,6 +378,7 @@ class Pipeline:
             for lead_id, lead in leads.items():
                 out.append(Outgoing(self.topics.leads, lead_id.encode(),
                                     lead.snapshot(self.half_life).model_dump_json().encode()))
+            self.count(out)
             for o in out:
                 await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None,
                                     headers=o.headers)
@@ -390,6 +400,21 @@ class Pipeline:
             for stream, event in pending:
                 await stream.ack(event)
 
+    def count(self, out: list[Outgoing]) -> None:
+        """Prometheus counters of what a flush sends: dead letters by reason, handoffs by stage,
+        stage changes by stage."""
+        m, t = self.metrics, self.topics
+        if m is None:
+            return
+        handoffs = {t.handoff_mql: "mql", t.handoff_sql: "sql", t.handoff_customer: "customer"}
+        for o in out:
+            if o.topic == t.dlq:
+                m.dead_letters.labels(dict(o.headers).get("error", b"").decode()).inc()
+            elif o.topic in handoffs:
+                m.handoffs.labels(handoffs[o.topic]).inc()
+            elif o.topic == t.alerts:
+                m.alerts.inc()
+
     async def on_revoked(self, partitions: set[int]) -> None:
         """Write what is pending while the partitions are still ours; then forget their live
         state (it is recovered from the changelog when they come back)."""
@@ -407,7 +432,7 @@ def _last_type(lead: Lead) -> str | None:
 
 
 def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any, *,
-            projection: bool = True) -> None:
+            projection: bool = True, metrics: Metrics | None = None) -> None:
     inputs = app.topic(topics.events, topics.feedback, topics.identity, key_type=bytes,
                        value_type=bytes,
                        key_serializer="raw", value_serializer="raw",
@@ -420,7 +445,7 @@ def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any
 
     table = app.Table("lead-state", default=None, partitions=settings.partitions,
                       key_type=str, value_type=bytes, on_changelog_event=on_changelog_event)
-    pipeline = Pipeline(app, table, settings, model, topics)
+    pipeline = Pipeline(app, table, settings, model, topics, metrics)
     app.funnel_pipeline = pipeline  # type: ignore[attr-defined]
 
     @app.on_partitions_revoked.connect
@@ -454,16 +479,18 @@ def install(app: faust.App, settings: Settings, model: ScoringModel, topics: Any
                 await pipeline.flush()
 
     if projection:
-        install_projection(app, settings, topics)
+        install_projection(app, settings, topics, metrics)
 
 
-def install_projection(app: faust.App, settings: Settings, topics: Any) -> None:
+def install_projection(app: faust.App, settings: Settings, topics: Any,
+                       metrics: Metrics | None = None) -> None:
     from streams.projection import Projection
 
     leads = app.topic(topics.leads, key_type=bytes, value_type=bytes, key_serializer="raw",
                       value_serializer="raw", partitions=settings.partitions)
     writer = Projection(settings.dsn(), settings.db_schema)
     batch: list[tuple[Any, Any, LeadSnapshot | None]] = []
+    lag: dict[int, int] = {}   # partition -> snapshots behind its high watermark
     lock = asyncio.Lock()
     started = [time.monotonic()]
 
@@ -473,9 +500,18 @@ def install_projection(app: faust.App, settings: Settings, topics: Any) -> None:
                 return
             taken = batch[:]
             del batch[:]
-            await writer.write(s for _, _, s in taken if s is not None)
+            written = await writer.write(s for _, _, s in taken if s is not None)
             for stream, event, _ in taken:
                 await stream.ack(event)
+            if metrics is not None:
+                metrics.projected.inc(written)
+                for _, event, _ in taken:
+                    msg = event.message
+                    lag[msg.partition] = max((app.consumer.highwater(msg.tp) or 0)
+                                             - msg.offset - 1, 0)
+                metrics.projection_lag.set(sum(lag.values()))
+                newest = taken[-1][1].message.timestamp
+                metrics.projection_lag_seconds.set(max(time.time() - newest, 0.0))
 
     def due() -> bool:
         return bool(batch) and (len(batch) >= 1000 or time.monotonic() - started[0] >= 0.3)

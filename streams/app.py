@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import faust
 
 from funnel.config import ScoringModel
+from streams.metrics import Metrics
 from streams.settings import Settings
 
 log = logging.getLogger("funnel.app")
@@ -95,9 +96,47 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
-        web_enabled=False,
+        web_enabled=settings.worker_port > 0,
+        web_port=settings.worker_port or 6066,
+        web_bind=settings.http_host,
+        web_host=settings.http_host,
         autodiscover=False,
         producer_acks=-1,
     )
-    agents.install(app, settings, model, Topics.from_settings(settings), projection=projection)
+    metrics = Metrics()
+    if settings.worker_port > 0:
+        _web(app, settings, metrics)
+    agents.install(app, settings, model, Topics.from_settings(settings), projection=projection,
+                   metrics=metrics)
     return app
+
+
+def _web(app: faust.App, settings: Settings, metrics: Metrics) -> None:
+    """``/metrics`` (Faust's Prometheus sensor and Funnel's counters) and ``/healthz``."""
+    import psycopg
+    from faust.sensors.prometheus import setup_prometheus_sensors
+
+    from streams.agents import seeked
+
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="funnel_faust")
+
+    @app.page("/healthz")
+    async def healthz(self, request):  # type: ignore[no-untyped-def]
+        checks: dict[str, object] = {}
+        ok = True
+        try:
+            async with await psycopg.AsyncConnection.connect(settings.dsn(),
+                                                             connect_timeout=3) as conn:
+                await conn.execute("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001  (reported, not raised)
+            checks["database"], ok = f"error: {exc}".strip(), False
+        assigned = app.consumer.assignment() if app.consumer else set()
+        checks["broker"] = "ok" if assigned else "no partitions assigned yet"
+        checks["recovered"] = seeked(app)
+        checks["assigned_partitions"] = len(assigned)
+        lag = metrics.projection_lag._value.get()  # noqa: SLF001
+        checks["projection_lag_messages"] = lag
+        ok = ok and bool(assigned) and seeked(app)
+        return self.json({"status": "ok" if ok else "unavailable", **checks},
+                         status=200 if ok else 503)

@@ -90,6 +90,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_TIMER_INTERVAL": str(settings.timer_interval),
         "FUNNEL_HTTP_HOST": settings.http_host,
         "FUNNEL_HTTP_PORT": str(settings.http_port),
+        "FUNNEL_WORKER_PORT": str(settings.worker_port),
         "FUNNEL_COLLECTOR_MAX_INFLIGHT": str(settings.collector_max_inflight),
         "FUNNEL_COLLECTOR_ACK_TIMEOUT": str(settings.collector_ack_timeout),
     })

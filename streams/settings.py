@@ -32,6 +32,8 @@ class Settings(BaseSettings):
                                          " unset: one generated and kept in the data dir")
     http_host: str = Field("127.0.0.1", description="address the collector/dashboard listens on")
     http_port: int = Field(8088, ge=0, le=65535, description="port of the collector/dashboard")
+    worker_port: int = Field(6066, ge=0, le=65535, description="the worker's /metrics and "
+                             "/healthz port; 0: off")
     collector_max_inflight: int = Field(64 * 1024 * 1024, ge=1024, description="bytes accepted "
                                         "but not yet acknowledged by the broker before 503")
     collector_ack_timeout: float = Field(15.0, gt=0, description="seconds to wait for the broker "

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from streams.projection import connect_kwargs, migrate
 from streams.runner import spawn_worker, stop_worker
 from streams.settings import Settings
-from streams.stack import EmbeddedBroker, EmbeddedPostgres
+from streams.stack import EmbeddedBroker, EmbeddedPostgres, free_port
 from streams.topics import ensure_topics
 
 
@@ -81,7 +81,8 @@ def fresh_settings(backends: tuple[str, str], tmp: Path, **kw: object) -> Settin
     tag = uuid.uuid4().hex[:10]
     base = Settings(broker=broker_url, database_url=SecretStr(db_url), data_dir=tmp,
                     topic_prefix=f"t{tag}.", db_schema=f"t_{tag}", partitions=4,
-                    log_level="info", cooling_interval=0, timer_interval=0)
+                    log_level="info", cooling_interval=0, timer_interval=0,
+                    worker_port=free_port(), http_port=free_port())
     return base.model_copy(update=kw)
 
 
@@ -163,7 +164,6 @@ WRITE_KEY = "wk_test_key"
 def collector(pipeline) -> Iterator[str]:
     """A ``funnel collector`` child process on the module's pipeline; yields its base URL."""
     from streams.runner import spawn_collector
-    from streams.stack import free_port
 
     settings, _ = pipeline
     s = settings.model_copy(update={"http_port": free_port(),

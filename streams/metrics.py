@@ -1,0 +1,33 @@
+"""Funnel's Prometheus counters, next to Faust's own (``faust.sensors.prometheus``), served by
+the worker at ``/metrics`` on ``FUNNEL_WORKER_PORT``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    """One registry per worker app: Faust's sensor and these counters share it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter("funnel_events", "Interaction events taken, by type", ["type"],
+                              registry=r)
+        self.commands = Counter("funnel_commands", "Sales commands taken, by action", ["action"],
+                                registry=r)
+        self.dead_letters = Counter("funnel_dead_letters", "Messages sent to the DLQ, by reason",
+                                    ["reason"], registry=r)
+        self.handoffs = Counter("funnel_handoffs", "Handoff CloudEvents sent, by stage",
+                                ["stage"], registry=r)
+        self.transitions = Counter("funnel_transitions", "Stage changes, by stage entered",
+                                   ["stage"], registry=r)
+        self.alerts = Counter("funnel_sla_alerts", "SLA breach alerts sent", registry=r)
+        self.projected = Counter("funnel_projection_rows", "Lead rows written to PostgreSQL",
+                                 registry=r)
+        self.projection_lag = Gauge("funnel_projection_lag_messages", "Snapshots on funnel.leads "
+                                    "not yet written to PostgreSQL (this worker's partitions)",
+                                    registry=r)
+        self.projection_lag_seconds = Gauge(
+            "funnel_projection_lag_seconds", "Age of the last snapshot written to PostgreSQL "
+            "when it was written (broker time)", registry=r)

@@ -1,0 +1,63 @@
+"""Operations endpoints of a running worker: Prometheus ``/metrics`` (Faust's sensor and
+Funnel's counters) and ``/healthz``."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import requests
+
+from tests.integration.conftest import query, wait_for
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def get(url: str) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=5)
+    except requests.ConnectionError:   # the worker is still starting
+        return None
+
+
+def test_metrics_count_events_dead_letters_handoffs_and_show_faust_and_projection_lag(
+        pipeline, producer):
+    settings, worker = pipeline
+    url = f"http://127.0.0.1:{settings.worker_port}"
+    health = wait_for(lambda: (r := get(f"{url}/healthz")) is not None and r.status_code == 200
+                      and r.json(), 60, "a healthy worker", worker)
+    assert health["database"] == "ok" and health["recovered"] is True
+    assert health["assigned_partitions"] > 0
+    lead = f"u-{uuid.uuid4().hex[:8]}"
+    traits = {"email": "ops@acme.io", "industry": "saas", "employees": 200, "budget": 50000,
+              "country": "US", "job_title": "CTO"}
+    messages = [{"messageId": uuid.uuid4().hex, "type": t, "userId": lead, "event": e,
+                 "timestamp": f"2026-11-20T10:0{i}:00Z", "traits": traits if t == "identify"
+                 else {}} for i, (t, e) in enumerate([
+                     ("identify", None), ("track", "Content Downloaded"),
+                     ("track", "Demo Requested"), ("track", "Trial Started")])]
+    for m in messages:
+        producer.send(settings.topic("events"), key=lead.encode(), value=orjson.dumps(m))
+    producer.send(settings.topic("events"), key=b"junk", value=b"not json")
+    producer.flush()
+    wait_for(lambda: query(settings, "SELECT stage FROM leads WHERE lead_id = %s", lead)
+             == [("sql",)], 60, "the SQL", worker)
+
+    def scraped():
+        text = requests.get(f"{url}/metrics", timeout=5).text
+        return (metric(text, "funnel_handoffs_total", stage="sql") >= 1
+                and metric(text, "funnel_dead_letters_total", reason="invalid_json") >= 1
+                and metric(text, "funnel_projection_rows_total") >= 1) and text
+
+    text = wait_for(scraped, 30, "the counters")
+    assert metric(text, "funnel_events_total", type="track") >= 3
+    assert metric(text, "funnel_events_total", type="identify") >= 1
+    assert metric(text, "funnel_handoffs_total", stage="mql") >= 1
+    assert "funnel_projection_lag_messages" in text
+    assert "funnel_faust_messages_received" in text   # Faust's own sensor, same registry
