@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration bench clean
+.PHONY: install demo test unit integration bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,23 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/funnel demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest -q tests
+
+# Debian's chromium + chromium-driver for the dashboard's browser test (apt-get, as root)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	else echo "note: the dashboard test needs /usr/bin/chromium and /usr/bin/chromedriver"; fi
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) browser
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP)

@@ -122,7 +122,9 @@ def _start_http(s: Settings, spawn_collector):
     base = f"http://{s.http_host}:{s.http_port}"
     console.print(f"collector (Segment HTTP API) at {base}/v1/batch   write key: "
                   f"{s.write_key_list()[0]}")
-    console.print(f"dashboard at {base}/")
+    console.print(f"dashboard at {base}/   health {base}/healthz")
+    if s.worker_port:
+        console.print(f"worker metrics at http://{s.http_host}:{s.worker_port}/metrics")
     return proc
 
 
@@ -262,7 +264,8 @@ def simulate(leads: int, days: int, seed: int, out: Path | None) -> None:
 def demo(leads: int, days: int, seed: int, serve: bool) -> None:
     """`up` + `simulate`: wait for the pipeline to catch up, print a funnel summary, exit 0."""
     from streams.report import print_summary
-    from streams.runner import spawn_worker, stack, stop_worker, wait_caught_up
+    from streams.runner import (spawn_collector, spawn_worker, stack, stop_worker,
+                                wait_caught_up)
 
     settings = _settings()
     _model(settings)
@@ -271,6 +274,7 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = s.data_dir / "worker.log"
         proc = spawn_worker(s, log_path)
+        http = _start_http(s, spawn_collector) if serve else None
         console.print(f"worker started (pid {proc.pid}, log {log_path})")
         try:
             started = time.monotonic()
@@ -284,12 +288,15 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
             elapsed = time.monotonic() - started
             print_summary(s, console, events + commands, elapsed)
             if serve:
-                console.print("serving; Ctrl-C to stop")
+                console.print(f"serving; open the dashboard at http://{s.http_host}:"
+                              f"{s.http_port}/ — Ctrl-C to stop")
                 while proc.poll() is None:
                     time.sleep(0.5)
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
+            if http is not None:
+                stop_worker(http)
             stop_worker(proc)
 
 
@@ -641,14 +648,15 @@ def report(since, until, grain: str, by: str, fmt: str, chart: Path | None) -> N
         w.writeheader()
         w.writerows(rows)
     else:
-        _report_tables(data, rows, grain, by)
+        _report_tables(console if console.is_terminal else Console(width=170), data, rows,
+                       grain, by)
     if chart is not None:
         span = f"{q.since or 'start'} to {q.until or 'now'}"
         funnel_chart(data, chart, f"Funnel{'' if by == 'all' else ' by ' + by}, {span}")
         err.print(f"funnel chart written to {chart}")
 
 
-def _report_tables(data: dict, rows: list[dict], grain: str, by: str) -> None:
+def _report_tables(console: Console, data: dict, rows: list[dict], grain: str, by: str) -> None:
     from rich.table import Table
 
     def pct(v):

@@ -16,7 +16,7 @@ import hmac
 import logging
 from collections import Counter
 from datetime import datetime, timezone
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -132,7 +132,7 @@ async def _preflight(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings,
-               extra: Callable[[web.Application], Awaitable[None] | None] | None = None
+               extra: Callable[[web.Application], None] | None = None
                ) -> web.Application:
     """The HTTP app: the collector routes (and whatever ``extra`` adds)."""
     collector = Collector(settings)
@@ -153,8 +153,16 @@ def create_app(settings: Settings,
 
 
 def serve(settings: Settings, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run the HTTP server until stopped. Blocks."""
-    app = create_app(settings)
+    """Run the HTTP server until stopped. Blocks. With FUNNEL_DATABASE_URL, the dashboard and
+    ``/healthz`` are served too."""
+    extra = None
+    if settings.database_url is not None:
+        from streams import dashboard
+
+        def extra(app: web.Application) -> None:
+            dashboard.install(app, settings)
+
+    app = create_app(settings, extra)
 
     async def ready(app: web.Application) -> None:
         if on_ready is not None:
