@@ -16,6 +16,7 @@ from funnel.config import ScoringModel
 from funnel.decide import (
     CommandRefused, LinkRefused, Message, _compact, accept_link, merge, new_lead, process)
 from funnel.model import Lead
+from schemas.costs import is_spend_report
 from schemas.events import InteractionEvent
 
 
@@ -49,6 +50,8 @@ def replay(messages: Iterable[Message], model: ScoringModel) -> Replay:
         return lead
 
     for m in messages:
+        if isinstance(m, InteractionEvent) and is_spend_report(m):
+            continue   # campaign spend, not a lead's interaction (the pipeline routes it apart)
         lead_id = m.lead_key if isinstance(m, InteractionEvent) else m.lead_id
         lead = get(lead_id)
         try:

@@ -13,8 +13,14 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import InteractionEvent
 
 COLUMNS = ("campaign", "period", "amount", "currency")
+AD_SPEND_EVENT = "Ad Spend Reported"
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -83,3 +89,45 @@ def parse_costs(text: str) -> list[Spend]:
     if problems:
         raise BadCosts(problems)
     return rows
+
+
+class AdSpend(BaseModel):
+    """Spend on ``funnel.costs`` (keyed by campaign), from an ``Ad Spend Reported`` event: the
+    total for the campaign, period and currency (a later report replaces an earlier one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaign: str = Field(min_length=1, max_length=256)
+    grain: Literal["day", "week", "month"]
+    period_start: date
+    amount: Decimal = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    message_id: str
+
+
+def is_spend_report(event: InteractionEvent) -> bool:
+    return event.type == "track" and event.event == AD_SPEND_EVENT
+
+
+def spend_of(event: InteractionEvent) -> AdSpend | None:
+    """The spend an ``Ad Spend Reported`` track event reports (``properties``: ``campaign``,
+    ``period``, ``amount``, ``currency``); None for any other event. ValueError if it is one
+    but its properties are wrong."""
+    if not is_spend_report(event):
+        return None
+    p: dict[str, Any] = event.properties
+    campaign = str(p.get("campaign") or "").strip()
+    if not campaign:
+        raise ValueError("properties.campaign is missing")
+    grain, start = parse_period(str(p.get("period") or ""))
+    try:
+        amount = Decimal(str(p.get("amount")))
+    except InvalidOperation:
+        raise ValueError(f"properties.amount {p.get('amount')!r} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"properties.amount {p.get('amount')!r} must be a number ≥ 0")
+    currency = str(p.get("currency") or "").strip().upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise ValueError(f"properties.currency {p.get('currency')!r} is not a 3-letter code")
+    return AdSpend(campaign=campaign, grain=grain, period_start=start, amount=amount,  # type: ignore[arg-type]
+                   currency=currency, message_id=event.messageId)

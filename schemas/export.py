@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from schemas.commands import SalesCommand
+from schemas.costs import AdSpend
 from schemas.events import InteractionEvent
 from schemas.handoff import (LeadCooled, LeadCustomer, LeadMql, LeadSlaBreached, LeadSql,
                              LeadTransitioned)
@@ -31,8 +32,8 @@ DLQ_HEADERS = {
     "properties": {
         "error": {"type": "string", "description": "why: invalid_json, not_an_object, "
                   "invalid_event, invalid_command, too_large, limit_exceeded, empty, "
-                  "command_refused, link_refused, invalid_identity_message, identity_loop, "
-                  "processing_error"},
+                  "invalid_spend, command_refused, link_refused, invalid_identity_message, "
+                  "identity_loop, processing_error"},
         "error_detail": {"type": "string"},
         "source_topic": {"type": "string"},
         "source_partition": {"type": "string", "description": "a decimal number"},
@@ -76,6 +77,7 @@ MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "LeadCooled": (LeadCooled, "serialization"),
     "LeadSlaBreached": (LeadSlaBreached, "serialization"),
     "LeadSnapshot": (LeadSnapshot, "serialization"),
+    "AdSpend": (AdSpend, "serialization"),
 }
 RAW: dict[str, dict[str, Any]] = {"IdentityMessage": IDENTITY_MESSAGE, "DeadLetter": DEAD_LETTER}
 
@@ -96,6 +98,8 @@ CHANNELS = (
             "SQLs that Sales did not act on within the model's SLA.", cloudevents=True),
     Channel("leads", "lead_id", ("LeadSnapshot",), "send",
             "The latest snapshot of every lead (compacted)."),
+    Channel("costs", "campaign", ("AdSpend",), "send",
+            "Campaign spend reported by 'Ad Spend Reported' events, for cost per lead."),
     Channel("events.dlq", "the key as received", ("DeadLetter",), "send",
             "Messages that could not be taken, with the reason in the headers."),
     Channel("identity", "the lead the message is for", ("IdentityMessage",), "send",

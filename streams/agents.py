@@ -28,6 +28,7 @@ from funnel.decide import (
 from funnel.model import Lead
 from schemas.collect import parse_time
 from schemas.commands import parse_command
+from schemas.costs import AdSpend, spend_of
 from schemas.events import InvalidMessage, parse_event
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.lead import LeadSnapshot
@@ -264,6 +265,17 @@ class Pipeline:
             out.append(dead_letter(self.topics.dlq, msg, exc.code, exc.detail))
             self.stats.dead_letters += 1
             return
+        if is_event:
+            try:
+                spend = spend_of(parsed)  # type: ignore[arg-type]
+            except ValueError as exc:
+                out.append(dead_letter(self.topics.dlq, msg, "invalid_spend", str(exc)))
+                self.stats.dead_letters += 1
+                return
+            if spend is not None:   # campaign spend, not a lead's interaction
+                out.append(Outgoing(self.topics.costs, spend.campaign.encode(),
+                                    spend.model_dump_json().encode()))
+                return
         lead_id = parsed.lead_key if is_event else parsed.lead_id  # type: ignore[union-attr]
         key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else msg.key
         if key != lead_id:
@@ -541,3 +553,22 @@ def install_projection(app: faust.App, settings: Settings, topics: Any,
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
         await flush()
+
+    spend_writer = Projection(settings.dsn(), settings.db_schema)
+    costs = app.topic(topics.costs, key_type=bytes, value_type=bytes, key_serializer="raw",
+                      value_serializer="raw", partitions=settings.partitions)
+
+    @app.agent(costs, name="funnel-costs", concurrency=1)
+    async def funnel_costs(stream: faust.StreamT) -> None:
+        """Campaign spend into ``campaign_costs`` (low volume: one upsert per report)."""
+        manual = stream.noack()
+        async for event in manual.events():
+            if not seeked(app):
+                continue
+            try:
+                spend = AdSpend.model_validate_json(event.value)
+            except Exception as exc:  # a foreign message on funnel.costs: skip it, say so
+                log.error("skipping an unreadable spend on %s: %s", topics.costs, exc)
+            else:
+                await spend_writer.write_spend(spend)
+            await manual.ack(event)

@@ -26,6 +26,7 @@ class Topics:
     dlq: str
     alerts: str
     identity: str
+    costs: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> "Topics":
@@ -34,7 +35,7 @@ class Topics:
                    handoff_customer=s.topic("handoff.customer"),
                    transitions=s.topic("transitions"), leads=s.topic("leads"),
                    dlq=s.topic("events.dlq"), alerts=s.topic("alerts"),
-                   identity=s.topic("identity"))
+                   identity=s.topic("identity"), costs=s.topic("costs"))
 
     def handoff(self, stage: str) -> str:
         return {"mql": self.handoff_mql, "sql": self.handoff_sql,
@@ -43,7 +44,7 @@ class Topics:
     def all(self) -> list[str]:
         return [self.events, self.feedback, self.handoff_mql, self.handoff_sql,
                 self.handoff_customer, self.transitions, self.leads, self.dlq, self.alerts,
-                self.identity]
+                self.identity, self.costs]
 
 
 def _seek_before_resume() -> None:

@@ -164,7 +164,7 @@ async def healthz(request: web.Request) -> web.Response:
         try:
             lag = await asyncio.get_running_loop().run_in_executor(
                 None, group_lag, settings, settings.app_id,
-                [t.events, t.feedback, t.identity, t.leads])
+                [t.events, t.feedback, t.identity, t.leads, t.costs])
             checks["lag"] = lag
         except Exception as exc:  # noqa: BLE001
             checks["lag"] = f"unknown: {exc}"

@@ -15,6 +15,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from schemas.costs import AdSpend
 from schemas.lead import LeadSnapshot
 
 log = logging.getLogger("funnel.projection")
@@ -150,6 +151,27 @@ class Projection:
                 log.warning("projection write failed (%s); retrying in %.1fs", exc, delay)
                 if self.conn is not None and not self.conn.closed:
                     await self.conn.close()
+                self.conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def write_spend(self, spend: "AdSpend") -> None:
+        """Upsert one spend report (the latest report for a campaign/period/currency wins)."""
+        delay = 0.5
+        while True:
+            try:
+                conn = await self._connection()
+                await conn.execute(
+                    "INSERT INTO campaign_costs (campaign, grain, period_start, currency, amount, "
+                    "source) VALUES (%s, %s, %s, %s, %s, 'event') ON CONFLICT (campaign, grain, "
+                    "period_start, currency) DO UPDATE SET amount = EXCLUDED.amount, "
+                    "source = EXCLUDED.source, imported_at = now()",
+                    (spend.campaign, spend.grain, spend.period_start, spend.currency,
+                     spend.amount))
+                await conn.commit()
+                return
+            except psycopg.OperationalError as exc:
+                log.warning("spend write failed (%s); retrying in %.1fs", exc, delay)
                 self.conn = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -152,6 +152,18 @@ def generate(leads: int, days: int, seed: int = 7, start: datetime | None = None
             g.command(user, "lost", day + 2.5, reason="went with a competitor")
         elif outcome < 0.85:
             g.command(user, "reject", day + 2.5, reason="no budget this year")
+    # what the ad platforms report they spent on each campaign, a week at a time
+    week = start - timedelta(days=start.weekday())
+    while week < start + timedelta(days=days):
+        year, number, _ = week.isocalendar()
+        for c in CAMPAIGNS:
+            g.emit({"type": "track", "event": "Ad Spend Reported",
+                    "anonymousId": f"ads-{c['source']}", "timestamp": (week + timedelta(days=7))
+                    .isoformat(), "properties": {
+                        "campaign": c["name"], "period": f"{year}-W{number:02d}",
+                        "amount": r.randint(2, 16) * 50,
+                        "currency": "EUR" if c["source"] == "facebook" else "USD"}})
+        week += timedelta(days=7)
     # a few malformed messages, as any real topic has
     for i in range(max(1, leads // 100)):
         g.out.malformed.append((None, b"this is not json {"))

@@ -223,3 +223,32 @@ def test_the_analyst_role_reads_but_cannot_write(history):
         conn.execute("SET ROLE funnel_analyst")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM campaign_costs")
+
+
+def test_ad_spend_reported_events_become_spend_and_bad_ones_are_dead_lettered(history,
+                                                                              producer):
+    from datetime import date
+
+    from streams.topics import read_all
+
+    settings = history
+    report = {"messageId": uuid.uuid4().hex, "type": "track", "event": "Ad Spend Reported",
+              "anonymousId": "google-ads", "timestamp": "2026-11-30T23:00:00Z",
+              "properties": {"campaign": "fall", "period": "2026-11-03", "amount": 40,
+                             "currency": "EUR"}}
+    bad = {**report, "messageId": uuid.uuid4().hex,
+           "properties": {"campaign": "fall", "period": "soon", "amount": 1, "currency": "EUR"}}
+    for m in (report, bad):
+        producer.send(settings.topic("events"), key=b"google-ads", value=orjson.dumps(m))
+    producer.flush()
+    day = wait_for(lambda: [r for r in view(settings, "kpi_costs", grain="day")
+                            if r["value"] == "fall"], 60, "the reported spend")
+    assert [(r["period"], r["spend"], r["currency"]) for r in day] == [
+        (date(2026, 11, 3), Decimal("40.00"), "EUR")]
+    fall = one(view(settings, "kpi_costs", grain="month"), value="fall")
+    assert fall["spend"] == Decimal("290.00")   # 200 + 50 imported, 40 reported
+    assert query(settings, "SELECT count(*) FROM leads WHERE lead_id = 'google-ads'") == [(0,)]
+    dlq = wait_for(lambda: [r for r in read_all(settings, settings.topic("events.dlq"), timeout=5)
+                            if r.key == b"google-ads"], 30, "the bad report on the DLQ")
+    assert dict(dlq[0].headers)["error"] == b"invalid_spend"
+    assert b"soon" in dict(dlq[0].headers)["error_detail"]

@@ -174,3 +174,29 @@ def test_a_bad_costs_file_is_refused_naming_every_bad_line():
     assert "month must be in 1..12" in exc.value.problems[0]
     with pytest.raises(BadCosts, match="missing column"):
         parse_costs("campaign,when,amount,currency\n")
+
+
+def test_an_ad_spend_reported_event_is_spend_not_an_interaction():
+    from datetime import date
+    from decimal import Decimal
+
+    from schemas.costs import spend_of
+
+    base = {"messageId": "s1", "type": "track", "event": "Ad Spend Reported",
+            "anonymousId": "ads", "timestamp": "2026-11-23T00:00:00Z",
+            "properties": {"campaign": "q4", "period": "2026-W47", "amount": "120.5",
+                           "currency": "eur"}}
+    spend = spend_of(parse_event(orjson.dumps(base)))
+    assert spend is not None and (spend.campaign, spend.grain, spend.period_start, spend.amount,
+                                  spend.currency) == ("q4", "week", date(2026, 11, 16),
+                                                      Decimal("120.5"), "EUR")
+    assert spend_of(parse_event(orjson.dumps({**base, "event": "Ad Clicked"}))) is None
+    for props, needle in (({"period": "2026-11", "amount": 1, "currency": "USD"}, "campaign"),
+                          ({"campaign": "q", "period": "x", "amount": 1, "currency": "USD"},
+                           "period"),
+                          ({"campaign": "q", "period": "2026-11", "amount": -1, "currency": "USD"},
+                           "amount"),
+                          ({"campaign": "q", "period": "2026-11", "amount": 1, "currency": "$"},
+                           "currency")):
+        with pytest.raises(ValueError, match=needle):
+            spend_of(parse_event(orjson.dumps({**base, "properties": props})))
