@@ -22,7 +22,7 @@ def snap(version: int, stage: str = "iql"):
 def test_a_lower_version_never_overwrites_a_higher_one(backends, tmp_path):
     settings = fresh_settings(backends, tmp_path)
     assert migrate(settings.dsn(), settings.db_schema) == [
-        "001_leads.sql", "002_explanations.sql", "003_lifecycle.sql"]
+        "001_leads.sql", "002_explanations.sql", "003_lifecycle.sql", "004_kpis.sql"]
     assert migrate(settings.dsn(), settings.db_schema) == []   # applied once
 
     async def scenario():
