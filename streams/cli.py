@@ -636,14 +636,17 @@ def report(since, until, grain: str, by: str, fmt: str, chart: Path | None) -> N
     except psycopg.Error as exc:
         raise click.ClickException(f"PostgreSQL at FUNNEL_DATABASE_URL: {str(exc).strip()}") \
             from None
-    rows = summary(data)
+    rows = summary(data, by)
     if fmt == "json":
         click.echo(orjson.dumps({"grain": grain, "by": by, "since": q.since, "until": q.until,
                                  "summary": rows, **data}, option=orjson.OPT_INDENT_2).decode())
     elif fmt == "csv":
         import csv
 
-        columns = list(dict.fromkeys(k for r in rows for k in r))
+        first = ["period", "value", "leads", "mqls", "sqls", "customers", "mql_rate", "sql_rate",
+                 "customer_rate", "lead_to_customer_rate", "won", "lost", "close_rate",
+                 "cycle_median_days", "cycle_p90_days"]
+        columns = first + sorted({k for r in rows for k in r} - set(first))
         w = csv.DictWriter(sys.stdout, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)

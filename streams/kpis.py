@@ -24,6 +24,7 @@ SECTIONS = {   # report section -> view
     "time_in_stage": "kpi_time_in_stage", "costs": "kpi_costs",
 }
 STAGES = ("leads", "mqls", "sqls", "customers")
+STAGE_ORDER = ("iql", "mql", "sal", "sql", "customer", "recycled", "disqualified")
 
 
 def connect(settings: Settings) -> psycopg.Connection:
@@ -84,11 +85,13 @@ def sections(settings: Settings, q: ReportQuery) -> dict[str, list[dict[str, Any
             where, args = q.where("campaign" if view == "kpi_costs" else None)
             rows = conn.execute(f"SELECT * FROM {view} WHERE {where} "  # noqa: S608
                                 "ORDER BY 1, 2, 3, 4", args).fetchall()
+            if view == "kpi_time_in_stage":   # stages in funnel order within a period/value
+                rows.sort(key=lambda r: (r["period"], r["value"], STAGE_ORDER.index(r["stage"])))
             out[name] = [{k: _plain(v) for k, v in r.items()} for r in rows]
     return out
 
 
-def summary(data: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def summary(data: dict[str, list[dict[str, Any]]], by: str = "all") -> list[dict[str, Any]]:
     """One row per (period, value): the funnel, sales, revenue per currency and spend."""
     rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
     for r in data["funnel"]:
@@ -102,12 +105,10 @@ def summary(data: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for r in data["revenue"]:
         rows[(r["period"], r["value"])][f"revenue_{r['currency']}"] = r["revenue"]
     spend: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for r in data["costs"]:
-        spend[(r["period"], r["value"])][r["currency"]] += r["spend"]
-        spend[(r["period"], "(all)")][r["currency"]] += r["spend"]
+    for r in data["costs"]:   # per campaign; summed over campaigns for --by all
+        value = r["value"] if by == "campaign" else "(all)"
+        spend[(r["period"], value)][r["currency"]] += r["spend"]
     for key, by_currency in spend.items():
-        if key not in rows:
-            continue
         row = rows[key]
         for currency, amount in by_currency.items():
             row[f"spend_{currency}"] = round(amount, 2)
@@ -131,9 +132,13 @@ def funnel_chart(data: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         for s in STAGES:
             totals[r["value"]][s] += r[s]
     values = sorted(totals) or ["(all)"]
-    fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values), 4.4), squeeze=False)
+    cols = min(len(values), 3)
+    nrows = -(-len(values) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows + 0.6), squeeze=False)
     colors = ["#4c78a8", "#72b7b2", "#f58518", "#54a24b"]
-    for ax, value in zip(axes[0], values):
+    for ax in axes.flat[len(values):]:
+        ax.set_visible(False)
+    for ax, value in zip(axes.flat, values):
         counts = [totals[value][s] for s in STAGES]
         top = max(counts[0], 1)
         for i, (stage, n) in enumerate(zip(STAGES, counts)):
