@@ -1,12 +1,15 @@
 """Benchmarks that print figures (never asserted): ``make bench``.
 
 1. The pure core: ``process()`` over simulated traffic, messages per second on one core.
-2. The live pipeline: a worker on the embedded stack (or FUNNEL_BROKER/FUNNEL_DATABASE_URL),
+2. The HTTP collector: concurrent clients posting Segment batches; events/s acknowledged by
+   the broker (each answer is 200 only after acks=all).
+3. The live pipeline: a worker on the embedded stack (or FUNNEL_BROKER/FUNNEL_DATABASE_URL),
    events published up front, time until the worker group and the projection have caught up.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import tempfile
@@ -81,7 +84,57 @@ def bench_pipeline(leads: int = 3000) -> None:
                   f"the consumer group join (~{s.session_timeout / 2:.0f}s)")
 
 
+def bench_collector(clients: int = 8, batches: int = 150, batch_size: int = 100) -> None:
+    import asyncio
+
+    import aiohttp
+    from pydantic import SecretStr
+
+    from streams.runner import spawn_collector, stack, stop_worker
+    from streams.settings import Settings
+    from streams.stack import free_port
+    from streams.topics import ensure_topics
+
+    traffic = generate(2000, 30, seed=3)
+    messages = [m for _, m in traffic.events]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings(data_dir=Path(tmp), topic_prefix=f"benchc{os.getpid()}.",
+                        http_port=free_port(), write_keys=SecretStr("bench"))
+        with stack(base, echo=lambda *_: None) as s:
+            ensure_topics(s)
+            proc = spawn_collector(s, Path(tmp) / "collector.log")
+            url = f"http://127.0.0.1:{s.http_port}/v1/batch"
+
+            async def client(n: int, session: aiohttp.ClientSession) -> tuple[int, int]:
+                sent = bad = 0
+                for b in range(batches):
+                    start = ((n * batches + b) * batch_size) % max(len(messages) - batch_size, 1)
+                    body = orjson.dumps({"batch": messages[start:start + batch_size]})
+                    async with session.post(url, data=body, headers={
+                            "Content-Type": "application/json",
+                            "Authorization": "Basic " + base64.b64encode(b"bench:").decode()}) as r:
+                        await r.read()
+                        sent, bad = (sent + batch_size, bad) if r.status == 200 else (sent, bad + 1)
+                return sent, bad
+
+            async def run() -> tuple[int, int, float]:
+                async with aiohttp.ClientSession() as session:
+                    t0 = time.perf_counter()
+                    results = await asyncio.gather(*(client(i, session) for i in range(clients)))
+                    return (sum(r[0] for r in results), sum(r[1] for r in results),
+                            time.perf_counter() - t0)
+
+            try:
+                sent, bad, elapsed = asyncio.run(run())
+            finally:
+                stop_worker(proc)
+            print(f"collector: {clients} clients posted {clients * batches} batches of "
+                  f"{batch_size}: {sent:,} events acknowledged in {elapsed:.1f}s = "
+                  f"{sent / elapsed:,.0f} events/s ({bad} requests refused)")
+
+
 if __name__ == "__main__":
     bench_core()
     if "--core-only" not in sys.argv:
+        bench_collector()
         bench_pipeline()
