@@ -137,6 +137,10 @@ async def lead_page(request: web.Request) -> web.Response:
     return web.Response(text=_page("lead.html"), content_type="text/html")
 
 
+async def stylesheet(request: web.Request) -> web.Response:
+    return web.Response(text=_page("funnel.css"), content_type="text/css")
+
+
 async def healthz(request: web.Request) -> web.Response:
     """The broker (metadata through the collector's producer), the database, the group lag."""
     from streams.collector import COLLECTOR
@@ -187,6 +191,7 @@ def install(app: web.Application, settings: Settings) -> None:
     app.cleanup_ctx.append(pool)
     app.router.add_get("/", index)
     app.router.add_get("/leads/{lead_id}", lead_page)
+    app.router.add_get("/static/funnel.css", stylesheet)
     app.router.add_get("/api/overview", overview)
     app.router.add_get("/api/leads/{lead_id}", lead_api)
     app.router.add_get("/healthz", healthz)

@@ -36,6 +36,21 @@ CREATE OR REPLACE FUNCTION kpi_period(grain text, d date) RETURNS date
 $$ SELECT CASE WHEN grain = 'all' THEN DATE '1970-01-01'
                ELSE (date_trunc(grain, d::timestamp))::date END $$;
 
+-- Which dimension a GROUPING SETS row is for, and its value (grouping() is 0 for the grouped one).
+CREATE OR REPLACE FUNCTION kpi_dimension(g_origin int, g_source int, g_campaign int,
+                                         g_temperature int, g_quality int) RETURNS text
+    LANGUAGE sql IMMUTABLE AS
+$$ SELECT CASE WHEN g_origin = 0 THEN 'origin' WHEN g_source = 0 THEN 'source'
+               WHEN g_campaign = 0 THEN 'campaign' WHEN g_temperature = 0 THEN 'temperature'
+               WHEN g_quality = 0 THEN 'quality' ELSE 'all' END $$;
+CREATE OR REPLACE FUNCTION kpi_value(g_origin int, g_source int, g_campaign int,
+                                     g_temperature int, g_quality int, origin text, source text,
+                                     campaign text, temperature text, quality text) RETURNS text
+    LANGUAGE sql IMMUTABLE AS
+$$ SELECT CASE WHEN g_origin = 0 THEN origin WHEN g_source = 0 THEN source
+               WHEN g_campaign = 0 THEN campaign WHEN g_temperature = 0 THEN temperature
+               WHEN g_quality = 0 THEN quality ELSE '(all)' END $$;
+
 CREATE OR REPLACE VIEW lead_facts AS
 WITH moves AS (
     SELECT lead_id,
@@ -81,12 +96,9 @@ WITH c AS (
                                         (f.temperature), (f.quality))
 )
 SELECT grain, period,
-       CASE WHEN g_origin = 0 THEN 'origin' WHEN g_source = 0 THEN 'source'
-            WHEN g_campaign = 0 THEN 'campaign' WHEN g_temperature = 0 THEN 'temperature'
-            WHEN g_quality = 0 THEN 'quality' ELSE 'all' END AS dimension,
-       CASE WHEN g_origin = 0 THEN origin WHEN g_source = 0 THEN source
-            WHEN g_campaign = 0 THEN campaign WHEN g_temperature = 0 THEN temperature
-            WHEN g_quality = 0 THEN quality ELSE '(all)' END AS value,
+       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
+       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
+                 origin, source, campaign, temperature, quality) AS value,
        visitors, leads, mqls, sqls, customers,
        round(mqls::numeric / nullif(leads, 0), 4) AS mql_rate,
        round(sqls::numeric / nullif(mqls, 0), 4) AS sql_rate,
@@ -105,12 +117,9 @@ WITH c AS (
      GROUP BY f.stage, GROUPING SETS ((), (f.origin), (f.source), (f.campaign), (f.temperature),
                                       (f.quality))
 )
-SELECT CASE WHEN g_origin = 0 THEN 'origin' WHEN g_source = 0 THEN 'source'
-            WHEN g_campaign = 0 THEN 'campaign' WHEN g_temperature = 0 THEN 'temperature'
-            WHEN g_quality = 0 THEN 'quality' ELSE 'all' END AS dimension,
-       CASE WHEN g_origin = 0 THEN origin WHEN g_source = 0 THEN source
-            WHEN g_campaign = 0 THEN campaign WHEN g_temperature = 0 THEN temperature
-            WHEN g_quality = 0 THEN quality ELSE '(all)' END AS value,
+SELECT kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
+       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
+                 origin, source, campaign, temperature, quality) AS value,
        stage, leads
   FROM c;
 
@@ -148,12 +157,9 @@ WITH s AS (
                                                  (s.temperature), (s.quality))
 )
 SELECT grain, period,
-       CASE WHEN g_origin = 0 THEN 'origin' WHEN g_source = 0 THEN 'source'
-            WHEN g_campaign = 0 THEN 'campaign' WHEN g_temperature = 0 THEN 'temperature'
-            WHEN g_quality = 0 THEN 'quality' ELSE 'all' END AS dimension,
-       CASE WHEN g_origin = 0 THEN origin WHEN g_source = 0 THEN source
-            WHEN g_campaign = 0 THEN campaign WHEN g_temperature = 0 THEN temperature
-            WHEN g_quality = 0 THEN quality ELSE '(all)' END AS value,
+       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
+       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
+                 origin, source, campaign, temperature, quality) AS value,
        stage, stays, round(median_hours::numeric, 2) AS median_hours,
        round(p90_hours::numeric, 2) AS p90_hours, round(avg_hours::numeric, 2) AS avg_hours
   FROM c;
@@ -192,12 +198,9 @@ WITH d AS (
                                         (d.temperature), (d.quality))
 )
 SELECT grain, period,
-       CASE WHEN g_origin = 0 THEN 'origin' WHEN g_source = 0 THEN 'source'
-            WHEN g_campaign = 0 THEN 'campaign' WHEN g_temperature = 0 THEN 'temperature'
-            WHEN g_quality = 0 THEN 'quality' ELSE 'all' END AS dimension,
-       CASE WHEN g_origin = 0 THEN origin WHEN g_source = 0 THEN source
-            WHEN g_campaign = 0 THEN campaign WHEN g_temperature = 0 THEN temperature
-            WHEN g_quality = 0 THEN quality ELSE '(all)' END AS value,
+       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
+       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
+                 origin, source, campaign, temperature, quality) AS value,
        won, lost, round(won::numeric / nullif(won + lost, 0), 4) AS close_rate,
        cycles, round(median_days::numeric, 2) AS cycle_median_days,
        round(p90_days::numeric, 2) AS cycle_p90_days, round(avg_days::numeric, 2) AS cycle_avg_days
@@ -222,12 +225,9 @@ WITH r AS (
                                                     (r.temperature), (r.quality))
 )
 SELECT grain, period,
-       CASE WHEN g_origin = 0 THEN 'origin' WHEN g_source = 0 THEN 'source'
-            WHEN g_campaign = 0 THEN 'campaign' WHEN g_temperature = 0 THEN 'temperature'
-            WHEN g_quality = 0 THEN 'quality' ELSE 'all' END AS dimension,
-       CASE WHEN g_origin = 0 THEN origin WHEN g_source = 0 THEN source
-            WHEN g_campaign = 0 THEN campaign WHEN g_temperature = 0 THEN temperature
-            WHEN g_quality = 0 THEN quality ELSE '(all)' END AS value,
+       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
+       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
+                 origin, source, campaign, temperature, quality) AS value,
        currency, customers, orders, revenue
   FROM c;
 

@@ -5,7 +5,6 @@ that neither stop the worker nor lose a valid event."""
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 
@@ -18,17 +17,11 @@ from schemas.events import InvalidMessage, parse_event
 from schemas.export import json_schemas
 from streams.topics import read_all
 from tests.integration.conftest import query, wait_for
+from tests.integration.fuzz import JSON, dumps, mutated
+from tests.integration.messages import ev
 
 TRAITS = {"email": "cfo@initech.io", "company": "Initech", "industry": "saas", "employees": 500,
           "budget": 60000, "country": "US", "job_title": "CFO"}
-
-
-def ev(lead, type_="track", name=None, minute=0, **kw):
-    m = {"messageId": uuid.uuid4().hex, "type": type_, "userId": lead,
-         "timestamp": f"2026-11-20T10:{minute:02d}:00Z", **kw}
-    if name:
-        m["event"] = name
-    return m
 
 
 def cmd(lead, action, minute=30, **kw):
@@ -149,10 +142,6 @@ def test_dlq_commands_say_what_is_wrong_with_their_arguments(pipeline):
 
 # --- hostile payloads on the topic --------------------------------------------------------
 
-def _dumps(value) -> bytes:
-    return json.dumps(value).encode()   # big integers too, which orjson will not write
-
-
 def _nest(depth):
     d = {"leaf": "x"}
     for _ in range(depth):
@@ -160,24 +149,13 @@ def _nest(depth):
     return d
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=5),
-    max_leaves=30)
-FIELDS = st.sampled_from(["messageId", "type", "timestamp", "userId", "anonymousId", "event",
-                          "properties", "traits", "context", "previousId"])
-MUTATED = st.builds(
-    lambda base, changes: {**base, **changes},
-    st.just({"messageId": "m", "type": "track", "event": "Demo Requested", "userId": "fz",
-             "timestamp": "2026-11-20T10:00:00Z"}),
-    st.dictionaries(FIELDS, JSON, max_size=3))
+MUTATED = mutated({"messageId": "m", "type": "track", "event": "Demo Requested", "userId": "fz",
+                   "timestamp": "2026-11-20T10:00:00Z"})
 HOSTILE = st.one_of(
     st.binary(max_size=200),
-    JSON.map(_dumps),
-    MUTATED.map(_dumps),
-    st.integers(min_value=7, max_value=40).map(lambda depth: _dumps(
+    JSON.map(dumps),
+    MUTATED.map(dumps),
+    st.integers(min_value=7, max_value=40).map(lambda depth: dumps(
         {"messageId": "deep", "type": "page", "userId": "fz", "timestamp": "2026-11-20T10:00:00Z",
          "properties": _nest(depth)})),
 )

@@ -10,6 +10,7 @@ import pytest
 
 from streams.topics import read_all
 from tests.integration.conftest import query, wait_for
+from tests.integration.messages import ev
 
 TRAITS = {"email": "cto@acme.io", "company": "Acme", "industry": "saas", "employees": 200,
           "budget": 50000, "country": "US", "job_title": "CTO"}
@@ -21,14 +22,6 @@ def publish(producer, settings, messages, topic="events", key="auto"):
         k = (m.get("userId") or m.get("anonymousId") or m.get("lead_id")) if key == "auto" else key
         producer.send(settings.topic(topic), key=k.encode() if k else None, value=raw)
     producer.flush()
-
-
-def ev(lead, type_="track", name=None, minute=0, **kw):
-    m = {"messageId": uuid.uuid4().hex, "type": type_, "userId": lead,
-         "timestamp": f"2026-11-20T10:{minute:02d}:00Z", **kw}
-    if name:
-        m["event"] = name
-    return m
 
 
 def qualifying(lead):
