@@ -123,6 +123,28 @@ SELECT kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) A
        stage, leads
   FROM c;
 
+-- Moves into each stage per period of the move (a lead entering sql twice counts twice in
+-- entries, once in leads).
+CREATE OR REPLACE VIEW kpi_stage_entries AS
+WITH c AS (
+    SELECT g.grain, kpi_period(g.grain, t.occurred_at) AS period, t.to_stage AS stage,
+           f.origin, f.source, f.campaign, f.temperature, f.quality,
+           count(*) AS entries, count(DISTINCT t.lead_id) AS leads,
+           grouping(f.origin) AS g_origin, grouping(f.source) AS g_source,
+           grouping(f.campaign) AS g_campaign, grouping(f.temperature) AS g_temperature,
+           grouping(f.quality) AS g_quality
+      FROM lead_transitions t JOIN lead_facts f USING (lead_id) CROSS JOIN kpi_grains g
+     WHERE f.is_lead
+     GROUP BY g.grain, 2, t.to_stage, GROUPING SETS ((), (f.origin), (f.source), (f.campaign),
+                                                    (f.temperature), (f.quality))
+)
+SELECT grain, period,
+       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
+       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
+                 origin, source, campaign, temperature, quality) AS value,
+       stage, entries, leads
+  FROM c;
+
 -- Every stay in a stage that has ended: entered (first touch, or a move in), left (the next move).
 CREATE OR REPLACE VIEW lead_stays AS
 WITH t AS (

@@ -140,6 +140,16 @@ def test_the_funnel_per_month_and_per_campaign_is_the_hand_computed_one(history)
     assert {r["value"]: r["leads"] for r in by_origin} == {"marketing": 4, "sales": 1}
 
 
+def test_moves_into_each_stage_per_period(history):
+    from datetime import date
+
+    rows = view(history, "kpi_stage_entries", grain="month", dimension="all")
+    sql = one(rows, period=date(2026, 11, 1), stage="sql")
+    assert (sql["entries"], sql["leads"]) == (3, 2)   # k-c twice (reopened), k-f once
+    recycled = one(rows, period=date(2026, 10, 1), stage="recycled")
+    assert (recycled["entries"], recycled["leads"]) == (1, 1)   # k-b lost
+
+
 def test_close_rate_and_sales_cycle_are_the_hand_computed_ones(history):
     total = one(view(history, "kpi_sales", grain="all", dimension="all"))
     # won: k-a (10 days from its SQL), k-c (2 days from the reopened SQL), k-f (2 days); lost: k-b
