@@ -22,6 +22,9 @@ from schemas.events import InvalidMessage, validate_event
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024     # a request body, compressed or not, and once inflated
 ENDPOINTS = ("batch", "track", "page", "identify", "alias", "screen", "group")
+# the short paths Segment's browser library (analytics.js) posts to, and the old batch path
+ALIASES = {"t": "track", "p": "page", "i": "identify", "a": "alias", "s": "screen",
+           "g": "group", "b": "batch", "import": "batch"}
 
 
 class Refused(Exception):
@@ -90,6 +93,7 @@ def write_key_of(authorization: str | None, body: dict[str, Any] | None) -> str 
 def messages_of(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages of a request: ``/v1/batch`` carries ``batch``, the others are one message
     whose ``type`` is the endpoint's. Batch-level ``context``/``integrations`` are defaults."""
+    endpoint = ALIASES.get(endpoint, endpoint)
     if endpoint not in ENDPOINTS:
         raise Refused(404, "unknown_endpoint", f"no endpoint /v1/{endpoint}")
     if endpoint != "batch":

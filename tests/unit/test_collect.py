@@ -107,6 +107,12 @@ def test_a_bad_message_refuses_the_whole_request(body, code, needle):
     assert exc.status == 400 and exc.code == code and needle in exc.message
 
 
+def test_the_short_paths_of_the_browser_library_are_the_same_endpoints():
+    (_, value), = prepare("t", {**PAGE, "event": "Ad Clicked", "userId": "u-1"}, NOW, 32768)
+    assert orjson.loads(value)["type"] == "track"
+    assert len(prepare("import", {"batch": [{**PAGE, "type": "page"}]}, NOW, 32768)) == 1
+
+
 def test_unknown_endpoints_are_404():
     assert refused(messages_of, "pixel", {}).status == 404
 
