@@ -16,7 +16,7 @@ from funnel import scoring
 from funnel.config import ScoringModel
 from funnel.lifecycle import AUTOMATIC, Refused, lifecycle_for
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, HISTORY_BYTES, HISTORY_KEPT,
-                          SEEN_WINDOW, TRAITS_BYTES, Lead)
+                          SEEN_WINDOW, TRAITS_BYTES, TRANSITIONS_KEPT, Lead)
 from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
 from schemas.lead import FirstTouch, Reason, TransitionRecord
@@ -184,7 +184,7 @@ def _move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRe
     record = TransitionRecord(lead_id=lead.lead_id, version=lead.version, from_stage=before,
                               to_stage=dest, trigger=trigger, occurred_at=at, actor=actor,
                               reason=reason, reasons=lead.top_reasons())
-    lead.transitions = [*lead.transitions, record]
+    lead.transitions = [*lead.transitions[-(TRANSITIONS_KEPT - 1):], record]
     transitions.append(record)
     return True
 

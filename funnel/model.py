@@ -25,6 +25,8 @@ HISTORY_BYTES = 256 * 1024  # ... and at most this many bytes of them (JSON), so
                             # state stays well under a broker's 1 MB record limit
 TRAITS_BYTES = 64 * 1024   # a lead's traits (JSON); over it, the keys set longest ago go first
 ALIASES_KEPT = 50          # anonymous ids linked to one known lead
+TRANSITIONS_KEPT = 50      # stage changes carried in the state and the snapshot (the projection's
+                           # lead_transitions table keeps them all)
 TOP_REASONS = 5
 
 

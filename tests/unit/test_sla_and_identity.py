@@ -241,3 +241,15 @@ def test_traits_over_their_budget_drop_the_keys_set_longest_ago():
                                          lead="u-traits", when=at(i)), MODEL)
     assert len(orjson.dumps(lead.traits)) <= TRAITS_BYTES
     assert "t39" in lead.traits and "t0" not in lead.traits and lead.traits["email"] == "a@b.io"
+
+
+def test_a_lead_that_goes_round_and_round_carries_only_its_last_stage_changes():
+    from funnel.model import TRANSITIONS_KEPT
+
+    lead = sql_lead()
+    for i in range(40):
+        lead, _ = run(lead, command("reject", when=at(10 + 2 * i)),
+                      command("reopen", when=at(11 + 2 * i)))
+    assert lead.stage == "sql" and len(lead.transitions) == TRANSITIONS_KEPT
+    assert lead.transitions[-1].version == lead.version   # the newest are the ones kept
+    assert [t.to_stage for t in lead.transitions[-2:]] == ["recycled", "sql"]
