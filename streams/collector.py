@@ -127,6 +127,40 @@ async def _read_body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """The broker (a metadata round trip through the collector's producer) and, when the
+    dashboard is served, the database and the worker group's lag. 503 if one is down."""
+    from streams import dashboard
+    from streams.app import Topics
+    from streams.topics import group_lag
+
+    collector = request.app[COLLECTOR]
+    checks: dict[str, Any] = {}
+    ok = True
+    try:
+        assert collector.producer is not None, "not started"
+        await asyncio.wait_for(collector.producer.client.force_metadata_update(), 5)
+        checks["broker"] = "ok"
+    except Exception as exc:  # noqa: BLE001  (reported, not raised)
+        checks["broker"], ok = f"error: {exc!r}", False
+    if dashboard.POOL in request.app:
+        try:
+            await dashboard.database_ok(request.app)
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["database"], ok = f"error: {exc}".strip(), False
+    if ok:
+        settings, t = collector.settings, Topics.from_settings(collector.settings)
+        try:
+            checks["lag"] = await asyncio.get_running_loop().run_in_executor(
+                None, group_lag, settings, settings.app_id,
+                [t.events, t.feedback, t.identity, t.leads, t.costs])
+        except Exception as exc:  # noqa: BLE001
+            checks["lag"] = f"unknown: {exc}"
+    checks["collector"] = dict(collector.counts)
+    return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", **checks})
+
+
 async def _preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=CORS)
 
@@ -147,6 +181,7 @@ def create_app(settings: Settings,
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/{endpoint}", collector.handle)
     app.router.add_route("OPTIONS", "/v1/{endpoint}", _preflight)
+    app.router.add_get("/healthz", healthz)
     if extra is not None:
         extra(app)
     return app

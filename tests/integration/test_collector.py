@@ -227,3 +227,10 @@ def test_after_the_fuzz_every_accepted_event_is_on_the_topic(pipeline, collector
     on_topic = {orjson.loads(r.value).get("messageId")
                 for r in read_all(settings, settings.topic("events"), timeout=10)}
     assert set(ACCEPTED) <= on_topic
+
+
+def test_healthz_of_the_collector_reports_the_broker_and_its_counts(collector):
+    r = requests.get(f"{collector}/healthz", timeout=30)
+    body = r.json()
+    assert r.status_code == 200 and body["broker"] == "ok" and body["database"] == "ok"
+    assert body["collector"]["events"] >= 1 and body["collector"]["refused_401"] >= 1
