@@ -45,9 +45,10 @@ def holds(cond: Condition, value: Any) -> bool:
             return False
     if cond.ne is not None and _norm(value) == _norm(cond.ne):
         return False
-    if cond.in_ is not None and _norm(value) not in {_norm(x) for x in cond.in_}:
+    # lists, not sets: a value may be unhashable (a trait sent as a list or an object)
+    if cond.in_ is not None and _norm(value) not in [_norm(x) for x in cond.in_]:
         return False
-    if cond.not_in is not None and _norm(value) in {_norm(x) for x in cond.not_in}:
+    if cond.not_in is not None and _norm(value) in [_norm(x) for x in cond.not_in]:
         return False
     if any(b is not None for b in (cond.gt, cond.gte, cond.lt, cond.lte)):
         n = _num(value)

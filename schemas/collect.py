@@ -147,7 +147,12 @@ def enrich(msg: dict[str, Any], received_at: datetime) -> dict[str, Any]:
         out["timestamp"] = _iso(received_at)
     else:
         out["originalTimestamp"] = original_raw
-        out["timestamp"] = _iso(received_at - (sent - original) if sent is not None else original)
+        try:
+            out["timestamp"] = _iso(received_at - (sent - original) if sent is not None
+                                    else original)
+        except OverflowError:
+            raise Refused(400, "invalid_timestamp", f"sentAt {str(msg.get('sentAt'))[:64]!r} "
+                          f"and timestamp {str(original_raw)[:64]!r} are centuries apart") from None
     if not msg.get("messageId"):
         out["messageId"] = f"funnel-{uuid.uuid4()}"
     return out
@@ -156,7 +161,10 @@ def enrich(msg: dict[str, Any], received_at: datetime) -> dict[str, Any]:
 def accept(msg: dict[str, Any], index: int, max_event_bytes: int) -> tuple[bytes, bytes]:
     """(key, value) of one enriched message for ``funnel.events``, or :class:`Refused`."""
     where = f"batch[{index}]"
-    value = orjson.dumps(msg)
+    try:
+        value = orjson.dumps(msg)
+    except TypeError as exc:   # e.g. an integer beyond 64 bits from a lenient JSON decoder
+        raise Refused(400, "invalid_event", f"{where}: {exc}") from None
     if len(value) > max_event_bytes:
         raise Refused(400, "event_too_large",
                       f"{where}: {len(value)} bytes exceeds the limit of {max_event_bytes} per event")

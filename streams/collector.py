@@ -112,6 +112,11 @@ class Collector:
             if exc.status == 401:
                 headers = {"WWW-Authenticate": 'Basic realm="funnel"'}
             return _json(exc.status, exc.body(), headers)
+        except Exception:   # a bug of ours: say so; the SDKs retry a 5xx, nothing is lost
+            log.exception("collector failed on a request to /v1/%s", endpoint)
+            self.counts["errors"] += 1
+            return _json(500, {"code": "internal_error", "message": "the collector failed; "
+                               "retry later"})
         self.counts["requests"] += 1
         self.counts["events"] += len(records)
         return _json(200, {"success": True, "events": len(records)})

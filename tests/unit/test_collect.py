@@ -69,6 +69,11 @@ def test_without_sent_at_the_timestamp_is_kept_and_without_one_it_is_received_at
     assert refused(enrich, {**PAGE, "timestamp": "yesterday"}, NOW).code == "invalid_timestamp"
 
 
+def test_a_skew_correction_out_of_the_calendar_is_refused_not_a_crash():
+    msg = {**PAGE, "timestamp": "9999-12-31T00:00:00Z", "sentAt": "0001-01-01T00:00:00Z"}
+    assert refused(enrich, msg, NOW).code == "invalid_timestamp"
+
+
 def test_a_message_without_message_id_gets_one():
     out = enrich({k: v for k, v in PAGE.items() if k != "messageId"}, NOW)
     assert out["messageId"].startswith("funnel-")
@@ -206,3 +211,35 @@ def test_an_ad_spend_reported_event_is_spend_not_an_interaction():
                            "currency")):
         with pytest.raises(ValueError, match=needle):
             spend_of(parse_event(orjson.dumps({**base, "properties": props})))
+
+
+# --- hostile input, many times over (the HTTP fuzz in tests/integration does fewer) -----------
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
+    | st.datetimes().map(lambda d: d.isoformat()),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=20)
+SPEC = st.sampled_from(["messageId", "type", "timestamp", "userId", "anonymousId", "event",
+                        "properties", "traits", "context", "sentAt", "originalTimestamp",
+                        "previousId", "batch", "writeKey"])
+BODY = st.one_of(st.dictionaries(SPEC, JSON, max_size=6),
+                 st.lists(st.dictionaries(SPEC, JSON, max_size=6), max_size=3).map(
+                     lambda b: {"batch": b}),
+                 st.dictionaries(st.text(max_size=8), JSON, max_size=4))
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(endpoint=st.sampled_from(["batch", "track", "page", "identify", "alias", "t", "x"]),
+       body=BODY)
+def test_any_body_is_either_taken_whole_or_refused_with_a_code(endpoint, body):
+    try:
+        records = prepare(endpoint, body, NOW, 32768)
+    except Refused as exc:
+        assert exc.status in (400, 404) and exc.code and exc.message
+        return
+    for key, value in records:   # what is taken is valid on the topic too
+        assert parse_event(value).lead_key.encode() == key
