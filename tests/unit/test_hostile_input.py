@@ -65,7 +65,7 @@ def test_odd_valid_messages_are_applied_or_refused_never_crash(messages, now):
             lead, _ = process(lead, parsed, MODEL)
         except CommandRefused:
             continue
-    assert lead.version <= len(messages)
+    assert lead.events_count <= len(messages)
     ticked, _ = tick(lead, now, MODEL, cooling=True, deadlines=True)
     assert ticked.lead_id == "x"
 
