@@ -195,3 +195,22 @@ def test_healthz_reports_broker_database_and_lag(history, collector):
     assert body["lag"] == 0
     missing = requests.get(f"{collector}/api/leads/nobody", timeout=10)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+def test_the_kpis_of_a_month_come_from_the_month_rows(history, collector):
+    from datetime import date
+
+    r = requests.get(f"{collector}/api/overview", params={"period": "2026-11"}, timeout=10)
+    body = r.json()
+    month = views_month(history, date(2026, 11, 1))
+    assert r.status_code == 200 and body["grain"] == "month" and "2026-11" in body["months"]
+    assert body["funnel"]["leads"] == month["leads"] and body["funnel"]["sqls"] == month["sqls"]
+    bad = requests.get(f"{collector}/api/overview", params={"period": "last week"}, timeout=10)
+    assert bad.status_code == 400
+
+
+def views_month(settings, period):
+    with psycopg.connect(settings.dsn(), **connect_kwargs(settings.db_schema)) as conn:
+        conn.row_factory = psycopg.rows.dict_row
+        return conn.execute("SELECT * FROM kpi_funnel WHERE grain = 'month' AND period = %s "
+                            "AND dimension = 'all'", (period,)).fetchone()
