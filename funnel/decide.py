@@ -16,10 +16,10 @@ from funnel import scoring
 from funnel.config import ScoringModel
 from funnel.lifecycle import AUTOMATIC, Refused, lifecycle_for
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, HISTORY_BYTES, HISTORY_KEPT,
-                          SEEN_WINDOW, TRAITS_BYTES, TRANSITIONS_KEPT, Lead)
+                          ORDERS_KEPT, SEEN_WINDOW, TRAITS_BYTES, TRANSITIONS_KEPT, Lead)
 from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
-from schemas.lead import FirstTouch, Reason, TransitionRecord
+from schemas.lead import FirstTouch, OrderRecord, Reason, TransitionRecord
 
 Message = Union[InteractionEvent, SalesCommand]
 
@@ -110,7 +110,7 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
         lead.signals = {**lead.signals, **{sig: max(at, lead.signals.get(sig, at)) for sig in fired}}
     if "purchase" in fired or (fired & set(model.lifecycle.customer_signals)):
         _order(lead, scoring._num(event.properties.get("revenue")),
-               event.properties.get("currency"))
+               event.properties.get("currency"), at, event.messageId, "event")
     _classify(lead, model, fit_too=lead.traits is not traits_before or lead.version == 1
               or lead.orders != orders_before)
 
@@ -124,9 +124,14 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
 DEFAULT_CURRENCY = "USD"
 
 
-def _order(lead: Lead, amount: float | None, currency: object) -> None:
-    """A purchase: one more order, its amount added to the revenue (per currency too)."""
+def _order(lead: Lead, amount: float | None, currency: object, at: datetime, order_id: str,
+           source: str) -> None:
+    """A purchase: one more order, its amount added to the revenue (per currency too), and
+    remembered with its time (the last ``ORDERS_KEPT``) for revenue by period."""
     code = str(currency).strip().upper()[:8] if currency else DEFAULT_CURRENCY
+    lead.recent_orders = [*lead.recent_orders[-(ORDERS_KEPT - 1):], OrderRecord(
+        order_id=order_id, occurred_at=at, amount=amount or 0.0, currency=code,
+        source=source)]  # type: ignore[arg-type]
     lead.orders += 1
     lead.revenue += amount or 0.0
     lead.revenue_by_currency = {**lead.revenue_by_currency,
@@ -204,7 +209,7 @@ def _on_command(lead: Lead, command: SalesCommand, model: ScoringModel
         lead.created_by_sales = True
         lead.origin = "sales"
     if command.action == "won":
-        _order(lead, command.amount, command.currency)
+        _order(lead, command.amount, command.currency, at, command.command_id, "sales")
     if lead.last_sales_action_at is None or at > lead.last_sales_action_at:
         lead.last_sales_action_at = at
     _touch(lead, at)
@@ -342,7 +347,8 @@ def accept_link(other: Lead, into: str, email: str | None, via: str) -> tuple[Le
 SCORING_FIELDS = ("interest_raw", "interest_at", "temperature", "fit_score", "quality",
                   "fit_reasons", "traits", "first_touch", "first_seen_at", "last_activity_at",
                   "events_count", "signals", "rule_days", "rule_hits", "contributions", "history",
-                  "history_bytes", "history_cut", "orders", "revenue", "revenue_by_currency")
+                  "history_bytes", "history_cut", "orders", "revenue", "revenue_by_currency",
+                  "recent_orders")
 
 
 def merge(lead: Lead, items: list[dict], from_id: str | None, at: datetime, model: ScoringModel

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.lead import (
     FirstTouch,
     LeadSnapshot,
+    OrderRecord,
     Origin,
     Quality,
     Reason,
@@ -25,6 +26,7 @@ HISTORY_BYTES = 256 * 1024  # ... and at most this many bytes of them (JSON), so
                             # state stays well under a broker's 1 MB record limit
 TRAITS_BYTES = 64 * 1024   # a lead's traits (JSON); over it, the keys set longest ago go first
 ALIASES_KEPT = 50          # anonymous ids linked to one known lead
+ORDERS_KEPT = 50           # purchases carried in the state and the snapshot (lead_orders keeps all)
 TRANSITIONS_KEPT = 50      # stage changes carried in the state and the snapshot (the projection's
                            # lead_transitions table keeps them all)
 TOP_REASONS = 5
@@ -68,6 +70,7 @@ class Lead(BaseModel):
     orders: int = 0
     revenue: float = 0.0
     revenue_by_currency: dict[str, float] = Field(default_factory=dict)
+    recent_orders: list[OrderRecord] = Field(default_factory=list)
     events_count: int = 0
     signals: dict[str, datetime] = Field(default_factory=dict)  # signal -> last seen (event time)
     recycled_at: datetime | None = None
@@ -152,6 +155,7 @@ class Lead(BaseModel):
             orders=self.orders,
             revenue=round(self.revenue, 2),
             revenue_by_currency={k: round(v, 2) for k, v in self.revenue_by_currency.items()},
+            recent_orders=self.recent_orders,
             events_count=self.events_count,
             model_name=self.model_name,
             model_version=self.model_version,

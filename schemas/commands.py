@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.events import MAX_EVENT_BYTES, InvalidMessage, _describe
+from schemas.events import MAX_EVENT_BYTES, InvalidMessage, _describe, _utc
 
 Action = Literal["create", "accept", "reject", "disqualify", "won", "lost", "reopen"]
 
@@ -31,7 +31,7 @@ class SalesCommand(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+        return _utc(v)
 
 
 def parse_command(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> SalesCommand:

@@ -28,8 +28,16 @@ class InvalidMessage(ValueError):
         self.detail = detail
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)   # event times outside these are a broken
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)     # clock, and would overflow date arithmetic
+
+
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    """``value`` in UTC (naive means UTC), or ValueError when it is not a plausible event time."""
+    t = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if not EARLIEST <= t < LATEST:
+        raise ValueError(f"{t.isoformat()} is outside {EARLIEST.year}..{LATEST.year - 1}")
+    return t
 
 
 class InteractionEvent(BaseModel):

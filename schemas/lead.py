@@ -42,6 +42,19 @@ class TransitionRecord(BaseModel):
     reasons: list[Reason] = Field(default_factory=list)
 
 
+class OrderRecord(BaseModel):
+    """One purchase: an ``Order Completed`` event or a sales ``won`` (``order_id`` is the
+    message's ``messageId`` or the command's ``command_id``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    occurred_at: datetime
+    amount: float
+    currency: str
+    source: Literal["event", "sales"]
+
+
 class FirstTouch(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -84,6 +97,7 @@ class LeadSnapshot(BaseModel):
     orders: int = 0
     revenue: float = 0.0
     revenue_by_currency: dict[str, float] = Field(default_factory=dict)
+    recent_orders: list[OrderRecord] = Field(default_factory=list)
     events_count: int = 0
     model_name: str
     model_version: str

@@ -248,7 +248,7 @@ def _report_tables(console: Console, data: dict, rows: list[dict], grain: str, b
                   num(r.get("won")), num(r.get("lost")), pct(r.get("close_rate")),
                   num(r.get("cycle_median_days")), num(r.get("cycle_p90_days")))
     console.print(t)
-    money = Table(title="Revenue (customer cohort) and spend")
+    money = Table(title="Revenue (by order date) and spend")
     for c in ("period", by if by != "all" else "", "currency", "customers", "revenue", "spend",
               "cost/lead", "cost/customer"):
         money.add_column(c, justify="left" if c in ("period", by, "currency") else "right")

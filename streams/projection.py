@@ -53,6 +53,9 @@ def _insert_transitions_sql() -> sql.Composed:
                    "ON CONFLICT (lead_id, version) DO NOTHING").format(cols=cols, vals=vals)
 
 
+INSERT_ORDERS = ("INSERT INTO lead_orders (lead_id, order_id, occurred_at, amount, currency, "
+                 "source) VALUES (%s, %s, %s, %s, %s, %s) "
+                 "ON CONFLICT (lead_id, order_id) DO NOTHING")
 UPSERT_LEADS = _upsert_leads_sql()
 INSERT_TRANSITIONS = _insert_transitions_sql()
 
@@ -80,6 +83,11 @@ def transition_rows(s: LeadSnapshot) -> Iterable[tuple]:
     for t in s.transitions:
         yield (t.lead_id, t.version, t.from_stage, t.to_stage, t.trigger, t.occurred_at, t.actor,
                t.reason, _json([r.model_dump(mode="json") for r in t.reasons]))
+
+
+def order_rows(s: LeadSnapshot) -> Iterable[tuple]:
+    for o in s.recent_orders:
+        yield (s.lead_id, o.order_id, o.occurred_at, o.amount, o.currency, o.source)
 
 
 def connect_kwargs(schema: str) -> dict:
@@ -136,6 +144,7 @@ class Projection:
         batch.sort(key=lambda s: s.lead_id)   # a stable lock order between workers
         leads = [lead_row(s) for s in batch]
         transitions = [row for s in batch for row in transition_rows(s)]
+        orders = [row for s in batch for row in order_rows(s)]
         delay = 0.5
         while True:
             try:
@@ -144,6 +153,8 @@ class Projection:
                     await cur.executemany(UPSERT_LEADS, leads)
                     if transitions:
                         await cur.executemany(INSERT_TRANSITIONS, transitions)
+                    if orders:
+                        await cur.executemany(INSERT_ORDERS, orders)
                 await conn.commit()
                 self.rows_written += len(leads)
                 return len(leads)

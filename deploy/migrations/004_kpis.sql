@@ -23,6 +23,18 @@ CREATE TABLE IF NOT EXISTS campaign_costs (
     PRIMARY KEY (campaign, grain, period_start, currency)
 );
 
+-- Every purchase (an Order Completed event or a sales 'won'), for revenue by the period it came in.
+CREATE TABLE IF NOT EXISTS lead_orders (
+    lead_id      text NOT NULL,
+    order_id     text NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    amount       numeric(14, 2) NOT NULL,
+    currency     text NOT NULL,
+    source       text NOT NULL,
+    PRIMARY KEY (lead_id, order_id)
+);
+CREATE INDEX IF NOT EXISTS lead_orders_occurred_at_idx ON lead_orders (occurred_at);
+
 CREATE OR REPLACE VIEW kpi_grains (grain, rank) AS
     VALUES ('day', 1), ('week', 2), ('month', 3), ('all', 4);
 
@@ -228,17 +240,18 @@ SELECT grain, period,
        round(p90_days::numeric, 2) AS cycle_p90_days, round(avg_days::numeric, 2) AS cycle_avg_days
   FROM c;
 
--- Revenue per currency, by the period in which the lead first became a customer (the customer
--- cohort; repeat orders count in their customer's cohort).
+-- Revenue per currency by the period each order came in (repeat orders count when they come);
+-- customers: distinct leads that ordered in the period. Orders of ids merged into another lead
+-- are counted once, under the lead that absorbed them.
 CREATE OR REPLACE VIEW kpi_revenue AS
 WITH r AS (
-    SELECT f.*, cur.key AS currency, cur.value::numeric AS amount
-      FROM lead_facts f CROSS JOIN LATERAL jsonb_each_text(f.revenue_by_currency) cur
-     WHERE f.first_customer_at IS NOT NULL
+    SELECT o.lead_id, o.occurred_at, o.amount, o.currency,
+           f.origin, f.source, f.campaign, f.temperature, f.quality
+      FROM lead_orders o JOIN lead_facts f USING (lead_id)
 ), c AS (
-    SELECT g.grain, kpi_period(g.grain, r.first_customer_at) AS period,
-           r.currency, r.origin, r.source, r.campaign, r.temperature, r.quality,
-           count(*) AS customers, sum(r.orders) AS orders, sum(r.amount) AS revenue,
+    SELECT g.grain, kpi_period(g.grain, r.occurred_at) AS period, r.currency,
+           r.origin, r.source, r.campaign, r.temperature, r.quality,
+           count(DISTINCT r.lead_id) AS customers, count(*) AS orders, sum(r.amount) AS revenue,
            grouping(r.origin) AS g_origin, grouping(r.source) AS g_source,
            grouping(r.campaign) AS g_campaign, grouping(r.temperature) AS g_temperature,
            grouping(r.quality) AS g_quality

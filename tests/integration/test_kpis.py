@@ -85,7 +85,8 @@ def history(pipeline, producer, tmp_path_factory):
     at({"k-c": "sql"})
     send(producer, settings, "sales-feedback", [
         cmd("k-c", "won", "2026-11-06T09:03:00Z", amount=500, currency="EUR"),
-        cmd("k-f", "won", "2026-11-14T09:00:00Z", amount=300, currency="EUR")])
+        cmd("k-f", "won", "2026-11-14T09:00:00Z", amount=300, currency="EUR"),
+        cmd("k-a", "won", "2026-11-20T10:00:00Z", amount=100, currency="USD")])   # a repeat order
     at({"k-c": "customer", "k-f": "customer"})
     csv = tmp_path_factory.mktemp("costs") / "spend.csv"
     csv.write_text("campaign,period,amount,currency\nspring,2026-10,600,USD\n"
@@ -164,10 +165,19 @@ def test_close_rate_and_sales_cycle_are_the_hand_computed_ones(history):
     assert (months[11]["won"], months[11]["lost"]) == (2, 0)
 
 
-def test_revenue_keeps_its_currencies_apart(history):
+def test_revenue_keeps_its_currencies_apart_and_counts_in_the_month_of_the_order(history):
+    from datetime import date
+
+    wait_for(lambda: query(history, "SELECT orders FROM leads WHERE lead_id = 'k-a'") == [(2,)],
+             30, "the repeat order")
     rows = view(history, "kpi_revenue", grain="all", dimension="all")
-    assert {r["currency"]: (r["customers"], r["revenue"]) for r in rows} == {
-        "USD": (1, Decimal("1000")), "EUR": (2, Decimal("800"))}
+    assert {r["currency"]: (r["customers"], r["orders"], r["revenue"]) for r in rows} == {
+        "USD": (1, 2, Decimal("1100")), "EUR": (2, 2, Decimal("800"))}
+    months = view(history, "kpi_revenue", grain="month", dimension="all")
+    assert {(r["period"], r["currency"]): (r["orders"], r["revenue"]) for r in months} == {
+        (date(2026, 10, 1), "USD"): (1, Decimal("1000")),
+        (date(2026, 11, 1), "USD"): (1, Decimal("100")),    # k-a's repeat order
+        (date(2026, 11, 1), "EUR"): (2, Decimal("800"))}
 
 
 def test_time_in_sql_is_a_distribution(history):
@@ -207,7 +217,7 @@ def test_the_report_json_equals_the_views_and_the_chart_is_a_picture(history, tm
                                                   dimension="campaign"), default=float))
         key = (lambda r: (r["period"], r["value"], r.get("stage", ""), r.get("currency", "")))
         assert sorted(report[section], key=key) == sorted(expected, key=key), section
-    spring = one(report["summary"], value="spring")
+    spring = one(report["summary"], value="spring", period="2026-10-01")
     assert spring["leads"] == 2 and spring["cost_per_lead_USD"] == 300.0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5000
     table = cli(history, "report", "--by", "origin").output

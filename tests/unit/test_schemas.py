@@ -30,6 +30,7 @@ def test_anonymous_only_message_is_keyed_by_anonymous_id():
     (orjson.dumps({k: v for k, v in GOOD.items() if k != "messageId"}), "invalid_event", "messageId"),
     (orjson.dumps({**GOOD, "userId": None, "anonymousId": None}), "invalid_event", "neither userId"),
     (orjson.dumps({**GOOD, "timestamp": "yesterday"}), "invalid_event", "timestamp"),
+    (orjson.dumps({**GOOD, "timestamp": "0001-01-01T00:00:00Z"}), "invalid_event", "outside"),
     (orjson.dumps({**GOOD, "type": "track", "event": None}), "invalid_event", "needs 'event'"),
     (orjson.dumps({**GOOD, "type": "rocket"}), "invalid_event", "type"),
     (orjson.dumps({**GOOD, "properties": {"blob": "x" * 40_000}}), "too_large", "exceeds"),

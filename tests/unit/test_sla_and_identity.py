@@ -253,3 +253,14 @@ def test_a_lead_that_goes_round_and_round_carries_only_its_last_stage_changes():
     assert lead.stage == "sql" and len(lead.transitions) == TRANSITIONS_KEPT
     assert lead.transitions[-1].version == lead.version   # the newest are the ones kept
     assert [t.to_stage for t in lead.transitions[-2:]] == ["recycled", "sql"]
+
+
+def test_every_purchase_is_remembered_with_its_time_currency_and_id():
+    lead, _ = run(sql_lead(), command("won", when=at(60), amount=900.0, currency="eur",
+                                      cid="c-won"),
+                  event(name="Order Completed", when=at(90), mid="m-order",
+                        properties={"revenue": 50, "currency": "USD"}))
+    assert [(o.order_id, o.occurred_at, o.amount, o.currency, o.source)
+            for o in lead.recent_orders] == [("c-won", at(60), 900.0, "EUR", "sales"),
+                                             ("m-order", at(90), 50.0, "USD", "event")]
+    assert lead.snapshot().recent_orders == lead.recent_orders and lead.orders == 2
