@@ -52,6 +52,32 @@ def _table(title: str, data: dict[str, int], order: list[str] | None = None) -> 
     return t
 
 
+def kpi_table(settings: Settings) -> Table:
+    """The shared KPIs of all time, from the SQL views (``funnel report`` has the rest)."""
+    from streams.kpis import ReportQuery, sections, summary
+
+    rows = summary(sections(settings, ReportQuery(grain="all")), "all")
+    row = rows[0] if rows else {}
+    t = Table(title="KPIs (all time; see funnel report)")
+    t.add_column("KPI")
+    t.add_column("value", justify="right")
+
+    def pct(v: object) -> str:
+        return "–" if v is None else f"{float(v):.0%}"  # type: ignore[arg-type]
+
+    t.add_row("leads → MQL → SQL → customers", " → ".join(
+        str(row.get(k, 0)) for k in ("leads", "mqls", "sqls", "customers")))
+    t.add_row("conversion lead→MQL / MQL→SQL / SQL→customer", " / ".join(
+        pct(row.get(k)) for k in ("mql_rate", "sql_rate", "customer_rate")))
+    t.add_row("close rate (won ÷ won + lost)", pct(row.get("close_rate")))
+    t.add_row("sales cycle median / p90 (days)",
+              f"{row.get('cycle_median_days', '–')} / {row.get('cycle_p90_days', '–')}")
+    for key in sorted(k for k in row if k.startswith(("revenue_", "cost_per_lead_"))):
+        label = key.replace("_", " ", 1).replace("_", " ")
+        t.add_row(label, f"{row[key]:,.2f}")
+    return t
+
+
 def print_summary(settings: Settings, console: Console, messages: int, elapsed: float) -> None:
     stages = counts(settings, "stage")
     console.print(_table("Leads per stage", stages, STAGE_ORDER))
@@ -70,5 +96,6 @@ def print_summary(settings: Settings, console: Console, messages: int, elapsed: 
     console.print(t)
     for what, n in lifecycle_counts(settings).items():
         console.print(f"{what}: {n}")
+    console.print(kpi_table(settings))
     console.print(f"{sum(stages.values())} leads; {messages} messages processed in {elapsed:.1f}s "
                   f"end to end: {messages / elapsed:,.0f} events/s")
