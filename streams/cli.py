@@ -62,6 +62,7 @@ def up() -> None:
     settings = _settings()
     _model(settings)
     _sigterm_is_ctrl_c()
+    _ports_free(settings, http=True)
     with stack(settings, echo=console.print) as s:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         procs = [spawn_worker(s)]
@@ -80,6 +81,20 @@ def up() -> None:
         finally:
             for p in reversed(procs):
                 stop_worker(p)
+
+
+def _ports_free(s: Settings, http: bool) -> None:
+    """Fail early, naming the setting, when a port the children will listen on is taken."""
+    from streams.stack import port_free
+
+    wanted = [("FUNNEL_WORKER_PORT", s.worker_port)] if s.worker_port else []
+    if http:
+        wanted.append(("FUNNEL_HTTP_PORT", s.http_port))
+    for name, port in wanted:
+        if not port_free(s.http_host, port):
+            off = " (or 0: no /metrics)" if name == "FUNNEL_WORKER_PORT" else ""
+            raise click.ClickException(f"port {port} on {s.http_host} is taken: set {name} to a "
+                                       f"free port{off}")
 
 
 def _start_http(s: Settings, spawn_collector):
@@ -241,6 +256,7 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
     settings = _settings()
     _model(settings)
     _sigterm_is_ctrl_c()
+    _ports_free(settings, http=serve)
     with stack(settings, echo=console.print) as s:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = s.data_dir / "worker.log"
