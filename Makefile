@@ -10,15 +10,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/python -m tests.tools.fetch_asyncapi_spec
 	touch $(STAMP)
+
+# the official AsyncAPI 3.0 JSON Schema (npm @asyncapi/specs), for the published-schema tests
+SPEC := $(VENV)/asyncapi/3.0.0.json
+$(SPEC): | $(STAMP)
+	$(BIN)/python -m tests.tools.fetch_asyncapi_spec
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/funnel demo
 
-test: $(STAMP) browser
+test: $(STAMP) $(SPEC) browser
 	$(BIN)/pytest -q tests
 
 # Debian's chromium + chromium-driver for the dashboard's browser test (apt-get, as root)
@@ -31,10 +35,10 @@ browser:
 	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
 	else echo "note: the dashboard test needs /usr/bin/chromium and /usr/bin/chromedriver"; fi
 
-unit: $(STAMP)
+unit: $(STAMP) $(SPEC)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) browser
+integration: $(STAMP) $(SPEC) browser
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP)

@@ -98,7 +98,7 @@ def test_interaction_event_schema_says_what_the_parser_says():
 
 
 def asyncapi_validator() -> Draft7Validator:
-    assert ASYNCAPI_SPEC.exists(), f"{ASYNCAPI_SPEC} is missing: run 'make install'"
+    assert ASYNCAPI_SPEC.exists(), f"{ASYNCAPI_SPEC} is missing: run 'make test' (it fetches it)"
     return Draft7Validator(orjson.loads(ASYNCAPI_SPEC.read_bytes()))
 
 
