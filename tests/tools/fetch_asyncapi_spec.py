@@ -1,7 +1,7 @@
 """Fetch the official AsyncAPI 3.0 JSON Schema from the ``@asyncapi/specs`` npm package.
 
-Run by ``make test`` (and ``make unit``) (no npm needed: the package tarball is read from the npm registry and
-checked against its published sha512). The schema lands in ``.venv/asyncapi/3.0.0.json``, where
+Run by ``make test`` and ``make unit``. No npm needed: the package tarball is read from the npm
+registry and checked against its published sha512. The schema lands in ``.venv/asyncapi/3.0.0.json``, where
 ``tests/unit/test_published_schemas.py`` reads it.
 """
 
