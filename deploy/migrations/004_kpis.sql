@@ -48,21 +48,6 @@ CREATE OR REPLACE FUNCTION kpi_period(grain text, d date) RETURNS date
 $$ SELECT CASE WHEN grain = 'all' THEN DATE '1970-01-01'
                ELSE (date_trunc(grain, d::timestamp))::date END $$;
 
--- Which dimension a GROUPING SETS row is for, and its value (grouping() is 0 for the grouped one).
-CREATE OR REPLACE FUNCTION kpi_dimension(g_origin int, g_source int, g_campaign int,
-                                         g_temperature int, g_quality int) RETURNS text
-    LANGUAGE sql IMMUTABLE AS
-$$ SELECT CASE WHEN g_origin = 0 THEN 'origin' WHEN g_source = 0 THEN 'source'
-               WHEN g_campaign = 0 THEN 'campaign' WHEN g_temperature = 0 THEN 'temperature'
-               WHEN g_quality = 0 THEN 'quality' ELSE 'all' END $$;
-CREATE OR REPLACE FUNCTION kpi_value(g_origin int, g_source int, g_campaign int,
-                                     g_temperature int, g_quality int, origin text, source text,
-                                     campaign text, temperature text, quality text) RETURNS text
-    LANGUAGE sql IMMUTABLE AS
-$$ SELECT CASE WHEN g_origin = 0 THEN origin WHEN g_source = 0 THEN source
-               WHEN g_campaign = 0 THEN campaign WHEN g_temperature = 0 THEN temperature
-               WHEN g_quality = 0 THEN quality ELSE '(all)' END $$;
-
 CREATE OR REPLACE VIEW lead_facts AS
 WITH moves AS (
     SELECT lead_id,
@@ -90,28 +75,28 @@ SELECT l.lead_id,
   FROM leads l LEFT JOIN moves m USING (lead_id)
  WHERE l.merged_into IS NULL;
 
+-- Every lead once per dimension it is counted under: ('all', '(all)'), ('origin', 'sales'), ….
+-- The KPI views group by (dimension, value), so each split is a plain GROUP BY.
+CREATE OR REPLACE VIEW lead_dims AS
+SELECT f.lead_id, d.dimension, d.value
+  FROM lead_facts f
+ CROSS JOIN LATERAL (VALUES ('all', '(all)'), ('origin', f.origin), ('source', f.source),
+                            ('campaign', f.campaign), ('temperature', f.temperature),
+                            ('quality', f.quality)) AS d (dimension, value);
+
 -- Marketing: new leads per period of first touch, and how far that cohort got.
 CREATE OR REPLACE VIEW kpi_funnel AS
 WITH c AS (
-    SELECT g.grain, kpi_period(g.grain, f.first_seen_at) AS period,
-           f.origin, f.source, f.campaign, f.temperature, f.quality,
+    SELECT g.grain, kpi_period(g.grain, f.first_seen_at) AS period, d.dimension, d.value,
            count(*) FILTER (WHERE NOT f.is_lead) AS visitors,
            count(*) FILTER (WHERE f.is_lead) AS leads,
            count(*) FILTER (WHERE f.is_lead AND f.furthest >= 1) AS mqls,
            count(*) FILTER (WHERE f.is_lead AND f.furthest >= 3) AS sqls,
-           count(*) FILTER (WHERE f.is_lead AND f.furthest >= 4) AS customers,
-           grouping(f.origin) AS g_origin, grouping(f.source) AS g_source,
-           grouping(f.campaign) AS g_campaign, grouping(f.temperature) AS g_temperature,
-           grouping(f.quality) AS g_quality
-      FROM lead_facts f CROSS JOIN kpi_grains g
-     GROUP BY g.grain, 2, GROUPING SETS ((), (f.origin), (f.source), (f.campaign),
-                                        (f.temperature), (f.quality))
+           count(*) FILTER (WHERE f.is_lead AND f.furthest >= 4) AS customers
+      FROM lead_facts f JOIN lead_dims d USING (lead_id) CROSS JOIN kpi_grains g
+     GROUP BY 1, 2, 3, 4
 )
-SELECT grain, period,
-       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
-       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
-                 origin, source, campaign, temperature, quality) AS value,
-       visitors, leads, mqls, sqls, customers,
+SELECT c.*,
        round(mqls::numeric / nullif(leads, 0), 4) AS mql_rate,
        round(sqls::numeric / nullif(mqls, 0), 4) AS sql_rate,
        round(customers::numeric / nullif(sqls, 0), 4) AS customer_rate,
@@ -120,42 +105,20 @@ SELECT grain, period,
 
 -- Leads per stage now.
 CREATE OR REPLACE VIEW kpi_stages AS
-WITH c AS (
-    SELECT f.stage, f.origin, f.source, f.campaign, f.temperature, f.quality, count(*) AS leads,
-           grouping(f.origin) AS g_origin, grouping(f.source) AS g_source,
-           grouping(f.campaign) AS g_campaign, grouping(f.temperature) AS g_temperature,
-           grouping(f.quality) AS g_quality
-      FROM lead_facts f WHERE f.is_lead
-     GROUP BY f.stage, GROUPING SETS ((), (f.origin), (f.source), (f.campaign), (f.temperature),
-                                      (f.quality))
-)
-SELECT kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
-       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
-                 origin, source, campaign, temperature, quality) AS value,
-       stage, leads
-  FROM c;
+SELECT d.dimension, d.value, f.stage, count(*) AS leads
+  FROM lead_facts f JOIN lead_dims d USING (lead_id)
+ WHERE f.is_lead
+ GROUP BY 1, 2, 3;
 
 -- Moves into each stage per period of the move (a lead entering sql twice counts twice in
 -- entries, once in leads).
 CREATE OR REPLACE VIEW kpi_stage_entries AS
-WITH c AS (
-    SELECT g.grain, kpi_period(g.grain, t.occurred_at) AS period, t.to_stage AS stage,
-           f.origin, f.source, f.campaign, f.temperature, f.quality,
-           count(*) AS entries, count(DISTINCT t.lead_id) AS leads,
-           grouping(f.origin) AS g_origin, grouping(f.source) AS g_source,
-           grouping(f.campaign) AS g_campaign, grouping(f.temperature) AS g_temperature,
-           grouping(f.quality) AS g_quality
-      FROM lead_transitions t JOIN lead_facts f USING (lead_id) CROSS JOIN kpi_grains g
-     WHERE f.is_lead
-     GROUP BY g.grain, 2, t.to_stage, GROUPING SETS ((), (f.origin), (f.source), (f.campaign),
-                                                    (f.temperature), (f.quality))
-)
-SELECT grain, period,
-       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
-       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
-                 origin, source, campaign, temperature, quality) AS value,
-       stage, entries, leads
-  FROM c;
+SELECT g.grain, kpi_period(g.grain, t.occurred_at) AS period, d.dimension, d.value,
+       t.to_stage AS stage, count(*) AS entries, count(DISTINCT t.lead_id) AS leads
+  FROM lead_transitions t JOIN lead_facts f USING (lead_id) JOIN lead_dims d USING (lead_id)
+ CROSS JOIN kpi_grains g
+ WHERE f.is_lead
+ GROUP BY 1, 2, 3, 4, 5;
 
 -- Every stay in a stage that has ended: entered (first touch, or a move in), left (the next move).
 CREATE OR REPLACE VIEW lead_stays AS
@@ -167,34 +130,23 @@ WITH t AS (
 )
 SELECT t.lead_id, t.from_stage AS stage,
        CASE WHEN t.n = 1 THEN f.first_seen_at ELSE t.prev_at END AS entered_at,
-       t.occurred_at AS left_at, t.to_stage AS next_stage, t.trigger
+       t.occurred_at AS left_at, t.to_stage AS next_stage, t.trigger, f.is_lead
   FROM t JOIN lead_facts f USING (lead_id);
 
 CREATE OR REPLACE VIEW kpi_time_in_stage AS
-WITH s AS (
-    SELECT s.*, extract(epoch FROM s.left_at - s.entered_at) / 3600.0 AS hours,
-           f.origin, f.source, f.campaign, f.temperature, f.quality
-      FROM lead_stays s JOIN lead_facts f USING (lead_id)
-     WHERE f.is_lead AND s.left_at >= s.entered_at
-), c AS (
-    SELECT g.grain, kpi_period(g.grain, s.left_at) AS period, s.stage,
-           s.origin, s.source, s.campaign, s.temperature, s.quality,
+WITH c AS (
+    SELECT g.grain, kpi_period(g.grain, s.left_at) AS period, d.dimension, d.value, s.stage,
            count(*) AS stays,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY s.hours) AS median_hours,
            percentile_cont(0.9) WITHIN GROUP (ORDER BY s.hours) AS p90_hours,
-           avg(s.hours) AS avg_hours,
-           grouping(s.origin) AS g_origin, grouping(s.source) AS g_source,
-           grouping(s.campaign) AS g_campaign, grouping(s.temperature) AS g_temperature,
-           grouping(s.quality) AS g_quality
-      FROM s CROSS JOIN kpi_grains g
-     GROUP BY g.grain, 2, s.stage, GROUPING SETS ((), (s.origin), (s.source), (s.campaign),
-                                                 (s.temperature), (s.quality))
+           avg(s.hours) AS avg_hours
+      FROM (SELECT *, extract(epoch FROM left_at - entered_at) / 3600.0 AS hours
+              FROM lead_stays WHERE is_lead AND left_at >= entered_at) s
+      JOIN lead_dims d USING (lead_id) CROSS JOIN kpi_grains g
+     GROUP BY 1, 2, 3, 4, 5
 )
-SELECT grain, period,
-       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
-       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
-                 origin, source, campaign, temperature, quality) AS value,
-       stage, stays, round(median_hours::numeric, 2) AS median_hours,
+SELECT grain, period, dimension, value, stage, stays,
+       round(median_hours::numeric, 2) AS median_hours,
        round(p90_hours::numeric, 2) AS p90_hours, round(avg_hours::numeric, 2) AS avg_hours
   FROM c;
 
@@ -211,60 +163,33 @@ SELECT t.lead_id, t.occurred_at,
  WHERE t.to_stage = 'customer' OR t.trigger = 'lost';
 
 CREATE OR REPLACE VIEW kpi_sales AS
-WITH d AS (
-    SELECT d.*, extract(epoch FROM d.occurred_at - d.sql_at) / 86400.0 AS cycle_days,
-           f.origin, f.source, f.campaign, f.temperature, f.quality
-      FROM deal_outcomes d JOIN lead_facts f USING (lead_id)
-), c AS (
-    SELECT g.grain, kpi_period(g.grain, d.occurred_at) AS period,
-           d.origin, d.source, d.campaign, d.temperature, d.quality,
-           count(*) FILTER (WHERE d.outcome = 'won') AS won,
-           count(*) FILTER (WHERE d.outcome = 'lost') AS lost,
-           count(d.cycle_days) AS cycles,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY d.cycle_days) AS median_days,
-           percentile_cont(0.9) WITHIN GROUP (ORDER BY d.cycle_days) AS p90_days,
-           avg(d.cycle_days) AS avg_days,
-           grouping(d.origin) AS g_origin, grouping(d.source) AS g_source,
-           grouping(d.campaign) AS g_campaign, grouping(d.temperature) AS g_temperature,
-           grouping(d.quality) AS g_quality
-      FROM d CROSS JOIN kpi_grains g
-     GROUP BY g.grain, 2, GROUPING SETS ((), (d.origin), (d.source), (d.campaign),
-                                        (d.temperature), (d.quality))
+WITH c AS (
+    SELECT g.grain, kpi_period(g.grain, o.occurred_at) AS period, d.dimension, d.value,
+           count(*) FILTER (WHERE o.outcome = 'won') AS won,
+           count(*) FILTER (WHERE o.outcome = 'lost') AS lost,
+           count(o.cycle_days) AS cycles,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY o.cycle_days) AS median_days,
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY o.cycle_days) AS p90_days,
+           avg(o.cycle_days) AS avg_days
+      FROM (SELECT *, extract(epoch FROM occurred_at - sql_at) / 86400.0 AS cycle_days
+              FROM deal_outcomes) o
+      JOIN lead_dims d USING (lead_id) CROSS JOIN kpi_grains g
+     GROUP BY 1, 2, 3, 4
 )
-SELECT grain, period,
-       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
-       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
-                 origin, source, campaign, temperature, quality) AS value,
-       won, lost, round(won::numeric / nullif(won + lost, 0), 4) AS close_rate,
+SELECT grain, period, dimension, value, won, lost,
+       round(won::numeric / nullif(won + lost, 0), 4) AS close_rate,
        cycles, round(median_days::numeric, 2) AS cycle_median_days,
        round(p90_days::numeric, 2) AS cycle_p90_days, round(avg_days::numeric, 2) AS cycle_avg_days
   FROM c;
 
 -- Revenue per currency by the period each order came in (repeat orders count when they come);
 -- customers: distinct leads that ordered in the period. Orders of ids merged into another lead
--- are counted once, under the lead that absorbed them.
+-- are counted once, under the lead that absorbed them (lead_dims has no merged ids).
 CREATE OR REPLACE VIEW kpi_revenue AS
-WITH r AS (
-    SELECT o.lead_id, o.occurred_at, o.amount, o.currency,
-           f.origin, f.source, f.campaign, f.temperature, f.quality
-      FROM lead_orders o JOIN lead_facts f USING (lead_id)
-), c AS (
-    SELECT g.grain, kpi_period(g.grain, r.occurred_at) AS period, r.currency,
-           r.origin, r.source, r.campaign, r.temperature, r.quality,
-           count(DISTINCT r.lead_id) AS customers, count(*) AS orders, sum(r.amount) AS revenue,
-           grouping(r.origin) AS g_origin, grouping(r.source) AS g_source,
-           grouping(r.campaign) AS g_campaign, grouping(r.temperature) AS g_temperature,
-           grouping(r.quality) AS g_quality
-      FROM r CROSS JOIN kpi_grains g
-     GROUP BY g.grain, 2, r.currency, GROUPING SETS ((), (r.origin), (r.source), (r.campaign),
-                                                    (r.temperature), (r.quality))
-)
-SELECT grain, period,
-       kpi_dimension(g_origin, g_source, g_campaign, g_temperature, g_quality) AS dimension,
-       kpi_value(g_origin, g_source, g_campaign, g_temperature, g_quality,
-                 origin, source, campaign, temperature, quality) AS value,
-       currency, customers, orders, revenue
-  FROM c;
+SELECT g.grain, kpi_period(g.grain, o.occurred_at) AS period, d.dimension, d.value, o.currency,
+       count(DISTINCT o.lead_id) AS customers, count(*) AS orders, sum(o.amount) AS revenue
+  FROM lead_orders o JOIN lead_dims d USING (lead_id) CROSS JOIN kpi_grains g
+ GROUP BY 1, 2, 3, 4, 5;
 
 -- Cost per lead and per customer, per campaign and currency. Spend recorded for a period counts
 -- in every grain at least as long as its own (a month's spend is not split into days).
