@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -59,6 +59,24 @@ def parse_period(text: str) -> tuple[str, date]:
                      "or a month (2026-11)")
 
 
+def spend(campaign: Any, period: Any, amount: Any, currency: Any) -> Spend:
+    """One spend row from its four values, or ValueError naming the value that is wrong."""
+    name = str(campaign or "").strip()
+    if not name:
+        raise ValueError("campaign is empty")
+    grain, start = parse_period(str(period or ""))
+    try:
+        value = Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise ValueError(f"amount {amount!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"amount {amount!r} must be a number ≥ 0")
+    code = str(currency or "").strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise ValueError(f"currency {currency!r} is not a 3-letter code (ISO 4217)")
+    return Spend(name, grain, start, value, code)
+
+
 def parse_costs(text: str) -> list[Spend]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in reader.fieldnames or []]
@@ -70,20 +88,7 @@ def parse_costs(text: str) -> list[Spend]:
     rows, problems = [], []
     for n, row in enumerate(reader, start=2):
         try:
-            campaign = (row["campaign"] or "").strip()
-            if not campaign:
-                raise ValueError("campaign is empty")
-            grain, start = parse_period(row["period"] or "")
-            try:
-                amount = Decimal((row["amount"] or "").strip())
-            except InvalidOperation:
-                raise ValueError(f"amount {row['amount']!r} is not a number") from None
-            if not amount.is_finite() or amount < 0:
-                raise ValueError(f"amount {row['amount']!r} must be a number ≥ 0")
-            currency = (row["currency"] or "").strip().upper()
-            if not re.fullmatch(r"[A-Z]{3}", currency):
-                raise ValueError(f"currency {row['currency']!r} is not a 3-letter code (ISO 4217)")
-            rows.append(Spend(campaign, grain, start, amount, currency))
+            rows.append(spend(*(row[c] for c in COLUMNS)))
         except ValueError as exc:
             problems.append(f"line {n}: {exc}")
     if problems:
@@ -116,18 +121,8 @@ def spend_of(event: InteractionEvent) -> AdSpend | None:
     if not is_spend_report(event):
         return None
     p: dict[str, Any] = event.properties
-    campaign = str(p.get("campaign") or "").strip()
-    if not campaign:
-        raise ValueError("properties.campaign is missing")
-    grain, start = parse_period(str(p.get("period") or ""))
     try:
-        amount = Decimal(str(p.get("amount")))
-    except InvalidOperation:
-        raise ValueError(f"properties.amount {p.get('amount')!r} is not a number") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"properties.amount {p.get('amount')!r} must be a number ≥ 0")
-    currency = str(p.get("currency") or "").strip().upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise ValueError(f"properties.currency {p.get('currency')!r} is not a 3-letter code")
-    return AdSpend(campaign=campaign, grain=grain, period_start=start, amount=amount,  # type: ignore[arg-type]
-                   currency=currency, message_id=event.messageId)
+        s = spend(*(p.get(c) for c in COLUMNS))
+    except ValueError as exc:
+        raise ValueError(f"properties.{exc}") from None
+    return AdSpend(**asdict(s), message_id=event.messageId)

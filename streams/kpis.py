@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from schemas.costs import Spend
-from streams.projection import connect_kwargs
+from streams.projection import UPSERT_SPEND, connect_kwargs, spend_row
 from streams.settings import Settings
 
 DIMENSIONS = ("all", "origin", "source", "campaign", "temperature", "quality")
@@ -35,13 +35,7 @@ def import_costs(settings: Settings, rows: list[Spend], source: str = "csv") -> 
     """Upsert spend rows (a re-import of the same campaign/period/currency replaces it)."""
     with connect(settings) as conn:
         with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO campaign_costs (campaign, grain, period_start, currency, amount, "
-                "source) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (campaign, grain, "
-                "period_start, currency) DO UPDATE SET amount = EXCLUDED.amount, "
-                "source = EXCLUDED.source, imported_at = now()",
-                [(r.campaign, r.grain, r.period_start, r.currency, r.amount, source)
-                 for r in rows])
+            cur.executemany(UPSERT_SPEND, [spend_row(r, source) for r in rows])
         conn.commit()
     return len(rows)
 

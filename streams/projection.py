@@ -15,7 +15,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from schemas.costs import AdSpend
+from schemas.costs import AdSpend, Spend
 from schemas.lead import LeadSnapshot
 
 log = logging.getLogger("funnel.projection")
@@ -56,6 +56,10 @@ def _insert_transitions_sql() -> sql.Composed:
 INSERT_ORDERS = ("INSERT INTO lead_orders (lead_id, order_id, occurred_at, amount, currency, "
                  "source) VALUES (%s, %s, %s, %s, %s, %s) "
                  "ON CONFLICT (lead_id, order_id) DO NOTHING")
+UPSERT_SPEND = ("INSERT INTO campaign_costs (campaign, grain, period_start, currency, amount, "
+                "source) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (campaign, grain, "
+                "period_start, currency) DO UPDATE SET amount = EXCLUDED.amount, "
+                "source = EXCLUDED.source, imported_at = now()")
 UPSERT_LEADS = _upsert_leads_sql()
 INSERT_TRANSITIONS = _insert_transitions_sql()
 
@@ -88,6 +92,10 @@ def transition_rows(s: LeadSnapshot) -> Iterable[tuple]:
 def order_rows(s: LeadSnapshot) -> Iterable[tuple]:
     for o in s.recent_orders:
         yield (s.lead_id, o.order_id, o.occurred_at, o.amount, o.currency, o.source)
+
+
+def spend_row(s: Spend | AdSpend, source: str) -> tuple:
+    return (s.campaign, s.grain, s.period_start, s.currency, s.amount, source)
 
 
 def connect_kwargs(schema: str) -> dict:
@@ -145,44 +153,41 @@ class Projection:
         leads = [lead_row(s) for s in batch]
         transitions = [row for s in batch for row in transition_rows(s)]
         orders = [row for s in batch for row in order_rows(s)]
+
+        async def work(cur: psycopg.AsyncCursor) -> None:
+            await cur.executemany(UPSERT_LEADS, leads)
+            if transitions:
+                await cur.executemany(INSERT_TRANSITIONS, transitions)
+            if orders:
+                await cur.executemany(INSERT_ORDERS, orders)
+
+        await self._transaction(work, "projection")
+        self.rows_written += len(leads)
+        return len(leads)
+
+    async def write_spend(self, spend: AdSpend) -> None:
+        """Upsert one spend report (the latest report for a campaign/period/currency wins)."""
+        row = spend_row(spend, "event")
+
+        async def work(cur: psycopg.AsyncCursor) -> None:
+            await cur.execute(UPSERT_SPEND, row)
+
+        await self._transaction(work, "spend")
+
+    async def _transaction(self, work, what: str) -> None:  # type: ignore[no-untyped-def]
+        """Run ``work(cursor)`` and commit; on a transient error reconnect and run it again."""
         delay = 0.5
         while True:
             try:
                 conn = await self._connection()
                 async with conn.cursor() as cur:
-                    await cur.executemany(UPSERT_LEADS, leads)
-                    if transitions:
-                        await cur.executemany(INSERT_TRANSITIONS, transitions)
-                    if orders:
-                        await cur.executemany(INSERT_ORDERS, orders)
-                await conn.commit()
-                self.rows_written += len(leads)
-                return len(leads)
-            except (psycopg.OperationalError, psycopg.errors.DeadlockDetected) as exc:
-                log.warning("projection write failed (%s); retrying in %.1fs", exc, delay)
-                if self.conn is not None and not self.conn.closed:
-                    await self.conn.close()
-                self.conn = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def write_spend(self, spend: "AdSpend") -> None:
-        """Upsert one spend report (the latest report for a campaign/period/currency wins)."""
-        delay = 0.5
-        while True:
-            try:
-                conn = await self._connection()
-                await conn.execute(
-                    "INSERT INTO campaign_costs (campaign, grain, period_start, currency, amount, "
-                    "source) VALUES (%s, %s, %s, %s, %s, 'event') ON CONFLICT (campaign, grain, "
-                    "period_start, currency) DO UPDATE SET amount = EXCLUDED.amount, "
-                    "source = EXCLUDED.source, imported_at = now()",
-                    (spend.campaign, spend.grain, spend.period_start, spend.currency,
-                     spend.amount))
+                    await work(cur)
                 await conn.commit()
                 return
-            except psycopg.OperationalError as exc:
-                log.warning("spend write failed (%s); retrying in %.1fs", exc, delay)
+            except (psycopg.OperationalError, psycopg.errors.DeadlockDetected) as exc:
+                log.warning("%s write failed (%s); retrying in %.1fs", what, exc, delay)
+                if self.conn is not None and not self.conn.closed:
+                    await self.conn.close()
                 self.conn = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
