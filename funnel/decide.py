@@ -7,10 +7,10 @@ machine's clock says. Replaying a topic through it offline gives the live pipeli
 from __future__ import annotations
 
 import math
-
-import orjson
 from datetime import datetime, timedelta
 from typing import Union
+
+import orjson
 
 from funnel import scoring
 from funnel.config import ScoringModel

@@ -521,7 +521,7 @@ def install_projection(app: faust.App, settings: Settings, topics: Any,
                     msg = event.message
                     lag[msg.partition] = max((app.consumer.highwater(msg.tp) or 0)
                                              - msg.offset - 1, 0)
-                metrics.projection_lag.set(sum(lag.values()))
+                metrics.set_projection_lag(sum(lag.values()))
                 newest = taken[-1][1].message.timestamp
                 metrics.projection_lag_seconds.set(max(time.time() - newest, 0.0))
 

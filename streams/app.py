@@ -41,6 +41,10 @@ class Topics:
         return {"mql": self.handoff_mql, "sql": self.handoff_sql,
                 "customer": self.handoff_customer}[stage]
 
+    def consumed(self) -> list[str]:
+        """The topics the worker group reads (its lag is the pipeline's lag)."""
+        return [self.events, self.feedback, self.identity, self.leads, self.costs]
+
     def all(self) -> list[str]:
         return [self.events, self.feedback, self.handoff_mql, self.handoff_sql,
                 self.handoff_customer, self.transitions, self.leads, self.dlq, self.alerts,
@@ -136,8 +140,7 @@ def _web(app: faust.App, settings: Settings, metrics: Metrics) -> None:
         checks["broker"] = "ok" if assigned else "no partitions assigned yet"
         checks["recovered"] = seeked(app)
         checks["assigned_partitions"] = len(assigned)
-        lag = metrics.projection_lag._value.get()  # noqa: SLF001
-        checks["projection_lag_messages"] = lag
+        checks["projection_lag_messages"] = metrics.projection_behind
         ok = ok and bool(assigned) and seeked(app)
         return self.json({"status": "ok" if ok else "unavailable", **checks},
                          status=200 if ok else 503)

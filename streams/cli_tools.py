@@ -10,6 +10,7 @@ import orjson
 from rich.console import Console
 
 from streams.cli_common import console, db_settings, err, load_settings, migrated
+from streams.kpis import DIMENSIONS, GRAINS
 
 
 @click.command()
@@ -176,9 +177,9 @@ def costs_import(file: Path) -> None:
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Day after the last (exclusive).")
 @click.option("--grain", default="month", show_default=True,
-              type=click.Choice(["day", "week", "month", "all"]), help="Period length.")
+              type=click.Choice(GRAINS), help="Period length.")
 @click.option("--by", "by", default="all", show_default=True,
-              type=click.Choice(["all", "origin", "source", "campaign", "temperature", "quality"]),
+              type=click.Choice(DIMENSIONS),
               help="Split every period by this dimension.")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))

@@ -158,8 +158,7 @@ async def healthz(request: web.Request) -> web.Response:
         settings, t = collector.settings, Topics.from_settings(collector.settings)
         try:
             checks["lag"] = await asyncio.get_running_loop().run_in_executor(
-                None, group_lag, settings, settings.app_id,
-                [t.events, t.feedback, t.identity, t.leads, t.costs])
+                None, group_lag, settings, settings.app_id, t.consumed())
         except Exception as exc:  # noqa: BLE001
             checks["lag"] = f"unknown: {exc}"
     checks["collector"] = dict(collector.counts)

@@ -8,8 +8,7 @@ every few seconds; every number comes from the KPI views and the projection.
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date
 from importlib.resources import files
 from typing import Any
 
@@ -26,20 +25,9 @@ SETTINGS = web.AppKey("settings", Settings)
 REFRESH_SECONDS = 3
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, (date, datetime)):
-        return v.isoformat()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(_plain(body)), status=status,
+    # orjson writes dates and times itself (ISO 8601); numeric columns come as Decimal
+    return web.Response(body=orjson.dumps(body, default=float), status=status,
                         content_type="application/json")
 
 

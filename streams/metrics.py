@@ -28,6 +28,11 @@ class Metrics:
         self.projection_lag = Gauge("funnel_projection_lag_messages", "Snapshots on funnel.leads "
                                     "not yet written to PostgreSQL (this worker's partitions)",
                                     registry=r)
+        self.projection_behind = 0   # the gauge's value, for the worker's /healthz
         self.projection_lag_seconds = Gauge(
             "funnel_projection_lag_seconds", "Age of the last snapshot written to PostgreSQL "
             "when it was written (broker time)", registry=r)
+
+    def set_projection_lag(self, behind: int) -> None:
+        self.projection_behind = behind
+        self.projection_lag.set(behind)

@@ -161,9 +161,7 @@ def wait_caught_up(settings: Settings, timeout: float = 300.0, proc: subprocess.
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the worker exited with code {proc.returncode}")
         try:
-            lags = {t: group_lag(settings, settings.app_id, [t])
-                    for t in (topics.events, topics.feedback, topics.identity, topics.leads,
-                              topics.costs)}
+            lags = {t: group_lag(settings, settings.app_id, [t]) for t in topics.consumed()}
             lag = sum(lags.values())
             if lag and time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
