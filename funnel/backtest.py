@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from funnel.config import ScoringModel
-from funnel.decide import (
-    CommandRefused, LinkRefused, Message, _compact, accept_link, merge, new_lead, process)
+from funnel.decide import CommandRefused, Message, new_lead, process
+from funnel.history import compact
+from funnel.merge import LinkRefused, accept_link, merge
 from funnel.model import Lead
 from schemas.costs import is_spend_report
 from schemas.events import InteractionEvent
@@ -58,7 +59,7 @@ def replay(messages: Iterable[Message], model: ScoringModel) -> Replay:
             if lead.merged_into is not None:   # a message under an id merged into another
                 target = owner(lead)
                 if isinstance(m, InteractionEvent):
-                    new, transitions = merge(target, [_compact(m)], None, m.timestamp, model)
+                    new, transitions = merge(target, [compact(m)], None, m.timestamp, model)
                 else:
                     new, transitions = process(target, m, model)
             else:

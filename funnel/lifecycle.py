@@ -11,8 +11,9 @@ from transitions import Machine, MachineError
 
 from funnel.config import ScoringModel
 from funnel.model import Lead
+from schemas.lead import STAGES as ALL_STAGES
 
-STAGES = ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
+STAGES = list(ALL_STAGES)
 BEFORE_CUSTOMER = ["iql", "mql", "sal", "sql", "recycled"]
 
 TRANSITIONS: list[dict[str, Any]] = [

@@ -15,7 +15,7 @@ from schemas.lead import Quality, Reason, Temperature
 SECONDS_PER_DAY = 86400.0
 
 
-def _num(v: Any) -> float | None:
+def number(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
@@ -40,8 +40,8 @@ def holds(cond: Condition, value: Any) -> bool:
     if not present:
         return cond.present is False or (cond.ne is not None)
     if cond.eq is not None and _norm(value) != _norm(cond.eq):
-        n = _num(value)
-        if n is None or _num(cond.eq) != n:
+        n = number(value)
+        if n is None or number(cond.eq) != n:
             return False
     if cond.ne is not None and _norm(value) == _norm(cond.ne):
         return False
@@ -51,7 +51,7 @@ def holds(cond: Condition, value: Any) -> bool:
     if cond.not_in is not None and _norm(value) in [_norm(x) for x in cond.not_in]:
         return False
     if any(b is not None for b in (cond.gt, cond.gte, cond.lt, cond.lte)):
-        n = _num(value)
+        n = number(value)
         if n is None:
             return False
         if cond.gt is not None and not n > cond.gt:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.events import MAX_EVENT_BYTES, InvalidMessage, _describe, _utc
+from schemas.wire import MAX_EVENT_BYTES, InvalidMessage, decode_object, describe, utc
 
 Action = Literal["create", "accept", "reject", "disqualify", "won", "lost", "reopen"]
 
@@ -31,22 +30,13 @@ class SalesCommand(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        return _utc(v)
+        return utc(v)
 
 
 def parse_command(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> SalesCommand:
     """Validate the bytes of one ``funnel.sales-feedback`` message, or raise InvalidMessage."""
-    if raw is None:
-        raise InvalidMessage("empty", "the message has no value")
-    if len(raw) > max_bytes:
-        raise InvalidMessage("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMessage("invalid_json", str(exc)) from None
-    if not isinstance(data, dict):
-        raise InvalidMessage("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    data = decode_object(raw, max_bytes)
     try:
         return SalesCommand.model_validate(data)
     except ValidationError as exc:
-        raise InvalidMessage("invalid_command", _describe(exc)) from None
+        raise InvalidMessage("invalid_command", describe(exc)) from None

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import InteractionEvent
+from schemas.events import InteractionEvent, parse_event
+from schemas.wire import MAX_EVENT_BYTES, InvalidMessage
 
 COLUMNS = ("campaign", "period", "amount", "currency")
 AD_SPEND_EVENT = "Ad Spend Reported"
@@ -126,3 +127,15 @@ def spend_of(event: InteractionEvent) -> AdSpend | None:
     except ValueError as exc:
         raise ValueError(f"properties.{exc}") from None
     return AdSpend(**asdict(s), message_id=event.messageId)
+
+
+def parse_interaction(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES
+                      ) -> InteractionEvent | AdSpend:
+    """One ``funnel.events`` message: a lead's interaction, or a campaign's spend report (not a
+    lead's). ``InvalidMessage`` as ``parse_event`` says, or ``invalid_spend``."""
+    event = parse_event(raw, max_bytes)
+    try:
+        spent = spend_of(event)
+    except ValueError as exc:
+        raise InvalidMessage("invalid_spend", str(exc)) from None
+    return event if spent is None else spent

@@ -6,38 +6,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.limits import LimitExceeded, check_limits
+from schemas.wire import MAX_EVENT_BYTES, InvalidMessage, decode_object, describe, utc
 
-MAX_EVENT_BYTES = 32 * 1024
+__all__ = ["MAX_EVENT_BYTES", "InteractionEvent", "InvalidMessage", "parse_event", "validate_event"]
 
 EventType = Literal["page", "track", "identify", "alias", "screen", "group"]
-
-
-class InvalidMessage(ValueError):
-    """A message that cannot be accepted; ``code`` becomes the DLQ ``error`` header."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-
-
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)   # event times outside these are a broken
-LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)     # clock, and would overflow date arithmetic
-
-
-def _utc(value: datetime) -> datetime:
-    """``value`` in UTC (naive means UTC), or ValueError when it is not a plausible event time."""
-    t = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if not EARLIEST <= t < LATEST:
-        raise ValueError(f"{t.isoformat()} is outside {EARLIEST.year}..{LATEST.year - 1}")
-    return t
 
 
 class InteractionEvent(BaseModel):
@@ -69,7 +48,7 @@ class InteractionEvent(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        return _utc(v)
+        return utc(v)
 
     @field_validator("properties", "traits", "context", mode="before")
     @classmethod
@@ -112,16 +91,7 @@ class InteractionEvent(BaseModel):
 
 def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> InteractionEvent:
     """Validate the bytes of one ``funnel.events`` message, or raise :class:`InvalidMessage`."""
-    if raw is None:
-        raise InvalidMessage("empty", "the message has no value")
-    if len(raw) > max_bytes:
-        raise InvalidMessage("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMessage("invalid_json", str(exc)) from None
-    if not isinstance(data, dict):
-        raise InvalidMessage("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    data = decode_object(raw, max_bytes)
     return validate_event(data)
 
 
@@ -135,12 +105,5 @@ def validate_event(data: dict[str, Any]) -> InteractionEvent:
     try:
         return InteractionEvent.model_validate(data)
     except ValidationError as exc:
-        raise InvalidMessage("invalid_event", _describe(exc)) from None
+        raise InvalidMessage("invalid_event", describe(exc)) from None
 
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "message"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)

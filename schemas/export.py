@@ -18,6 +18,7 @@ from schemas.costs import AdSpend
 from schemas.events import InteractionEvent
 from schemas.handoff import (LeadCooled, LeadCustomer, LeadMql, LeadSlaBreached, LeadSql,
                              LeadTransitioned)
+from schemas.identity import IdentitySchema
 from schemas.lead import LeadSnapshot
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -39,15 +40,6 @@ DLQ_HEADERS = {
         "source_partition": {"type": "string", "description": "a decimal number"},
         "source_offset": {"type": "string", "description": "a decimal number"},
     },
-}
-IDENTITY_MESSAGE = {
-    "title": "IdentityMessage",
-    "description": "Internal: identity links between partitions (link, absorb, forward).",
-    "type": "object",
-    "required": ["kind", "from", "into"],
-    "properties": {"kind": {"type": "string", "enum": ["link", "absorb", "forward"]},
-                   "from": {"type": "string"}, "into": {"type": "string"}},
-    "additionalProperties": True,
 }
 DEAD_LETTER = {
     "title": "DeadLetter",
@@ -78,8 +70,9 @@ MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "LeadSlaBreached": (LeadSlaBreached, "serialization"),
     "LeadSnapshot": (LeadSnapshot, "serialization"),
     "AdSpend": (AdSpend, "serialization"),
+    "IdentityMessage": (IdentitySchema, "validation"),
 }
-RAW: dict[str, dict[str, Any]] = {"IdentityMessage": IDENTITY_MESSAGE, "DeadLetter": DEAD_LETTER}
+RAW: dict[str, dict[str, Any]] = {"DeadLetter": DEAD_LETTER}
 
 CHANNELS = (
     Channel("events", "lead key: userId, else anonymousId", ("InteractionEvent",), "receive",
@@ -109,6 +102,10 @@ CHANNELS = (
 
 def _with_rules(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     """Rules pydantic validators enforce that a JSON Schema can say too."""
+    if isinstance(schema.get("discriminator"), dict):
+        # pydantic writes OpenAPI's discriminator object; AsyncAPI's is the property name
+        # (JSON Schema itself ignores the keyword: ``oneOf`` with ``const`` kinds decides)
+        schema["discriminator"] = schema["discriminator"]["propertyName"]
     if name == "InteractionEvent":
         schema["anyOf"] = [{"required": ["userId"]}, {"required": ["anonymousId"]}]
         schema["allOf"] = [

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer
 
 EVENT_TYPES = {
     "mql": "funnel.lead.mql",
@@ -94,6 +94,10 @@ class SlaBreachedData(BaseModel):
     company: str | None
     model: ModelRef
 
+    @field_serializer("sql_at", "due_at")
+    def _iso(self, v: datetime) -> str:
+        return v.isoformat()   # as first published: ``+00:00``, not ``Z``
+
 
 def _typed(name: str, kinds: tuple[str, ...], data: type[BaseModel], doc: str) -> type[BaseModel]:
     """A CloudEvent model whose ``type`` is one of ``kinds`` and whose ``data`` is ``data``."""
@@ -104,17 +108,17 @@ def _typed(name: str, kinds: tuple[str, ...], data: type[BaseModel], doc: str) -
     return create_model(name, __base__=CloudEvent, __doc__=doc, **fields)
 
 
+def _model(lead: "LeadSnapshot") -> ModelRef:
+    return ModelRef(name=lead.model_name, version=lead.model_version)
+
+
 def _data(t: "TransitionRecord", lead: "LeadSnapshot") -> dict[str, Any]:
-    return {
-        "lead_id": lead.lead_id, "stage": t.to_stage, "previous_stage": t.from_stage,
-        "version": t.version, "trigger": t.trigger, "actor": t.actor, "reason": t.reason,
-        "interest_score": lead.interest_score, "temperature": lead.temperature,
-        "fit_score": lead.fit_score, "quality": lead.quality, "origin": lead.origin,
-        "traits": lead.traits,
-        "first_touch": lead.first_touch.model_dump(),
-        "model": {"name": lead.model_name, "version": lead.model_version},
-        "reasons": [r.model_dump(mode="json") for r in t.reasons],
-    }
+    return LeadEventData(
+        lead_id=lead.lead_id, stage=t.to_stage, previous_stage=t.from_stage, version=t.version,
+        trigger=t.trigger, actor=t.actor, reason=t.reason, interest_score=lead.interest_score,
+        temperature=lead.temperature, fit_score=lead.fit_score, quality=lead.quality,
+        origin=lead.origin, traits=lead.traits, first_touch=lead.first_touch,
+        model=_model(lead), reasons=t.reasons).model_dump(mode="json")
 
 
 def transition_event(t: "TransitionRecord", lead: "LeadSnapshot") -> CloudEvent:
@@ -135,29 +139,26 @@ def handoff_event(t: "TransitionRecord", lead: "LeadSnapshot") -> CloudEvent | N
 def cooled_event(lead: "LeadSnapshot", previous_temperature: str) -> CloudEvent:
     """``funnel.lead.cooled``: the periodic pass lowered a quiet lead's temperature."""
     assert lead.interest_at is not None
+    data = CooledData(lead_id=lead.lead_id, version=lead.version, temperature=lead.temperature,
+                      previous_temperature=previous_temperature,  # type: ignore[arg-type]
+                      interest_score=lead.interest_score, stage=lead.stage, model=_model(lead))
     return CloudEvent(id=f"{lead.lead_id}:{lead.version}", type=COOLED, subject=lead.lead_id,
-                      time=lead.interest_at,
-                      data={"lead_id": lead.lead_id, "version": lead.version,
-                            "temperature": lead.temperature,
-                            "previous_temperature": previous_temperature,
-                            "interest_score": lead.interest_score, "stage": lead.stage,
-                            "model": {"name": lead.model_name, "version": lead.model_version}})
+                      time=lead.interest_at, data=data.model_dump(mode="json"))
 
 
 def sla_breached_event(lead: "LeadSnapshot", hours: float | None) -> CloudEvent:
     """``funnel.lead.sla_breached`` on ``funnel.alerts``: Sales did not act on an SQL in time.
     ``id`` names the SQL it is about (``lead_id:sla:<entered>``): one alert per SQL."""
     assert lead.sla_breached_at is not None and lead.stage_entered_at is not None
+    data = SlaBreachedData(
+        lead_id=lead.lead_id, version=lead.version, stage=lead.stage,
+        sql_at=lead.stage_entered_at, due_at=lead.sla_breached_at, sla_hours=hours,
+        interest_score=lead.interest_score, temperature=lead.temperature,
+        fit_score=lead.fit_score, quality=lead.quality, origin=lead.origin, email=lead.email,
+        company=lead.company, model=_model(lead))
     return CloudEvent(
         id=f"{lead.lead_id}:sla:{lead.stage_entered_at.isoformat()}", type=SLA_BREACHED,
-        subject=lead.lead_id, time=lead.sla_breached_at,
-        data={"lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
-              "sql_at": lead.stage_entered_at.isoformat(), "due_at": lead.sla_breached_at.isoformat(),
-              "sla_hours": hours, "interest_score": lead.interest_score,
-              "temperature": lead.temperature, "fit_score": lead.fit_score,
-              "quality": lead.quality, "origin": lead.origin, "email": lead.email,
-              "company": lead.company,
-              "model": {"name": lead.model_name, "version": lead.model_version}})
+        subject=lead.lead_id, time=lead.sla_breached_at, data=data.model_dump(mode="json"))
 
 
 from schemas.lead import LeadSnapshot, TransitionRecord  # noqa: E402  (types for the above)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Stage = Literal["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
+STAGES: tuple[str, ...] = get_args(Stage)   # the funnel's stages, in order: the one definition
 Temperature = Literal["hot", "warm", "cold"]
 Quality = Literal["high", "medium", "low"]
 Origin = Literal["marketing", "sales", "referral"]

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     group_id: str | None = Field(None, description="Faust app id / consumer group; default from prefix")
     flush_interval: float = Field(0.25, gt=0, description="seconds between coalesced state flushes")
     flush_max_events: int = Field(2000, ge=1)
+    sink_max_items: int = Field(1000, ge=1, description="snapshots (or spend reports) written "
+                                "to PostgreSQL in one transaction at most")
+    sink_interval: float = Field(0.3, gt=0, description="seconds a sink's batch waits at most "
+                                 "before it is written")
     max_event_bytes: int = Field(32 * 1024, ge=256)
     session_timeout: float = Field(6.0, gt=0)
     cooling_interval: float = Field(60.0, ge=0, description="seconds between cooling passes; 0: off")

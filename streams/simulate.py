@@ -99,71 +99,83 @@ class _Gen:
              "actor": self.fake.email(), **kw}
         self.out.commands.append((lead_id, c))
 
-
-def generate(leads: int, days: int, seed: int = 7, start: datetime | None = None) -> Traffic:
-    """The traffic of ``leads`` people over ``days`` days, in event-time order per lead."""
-    start = start or datetime(2026, 10, 1, tzinfo=timezone.utc)
-    g = _Gen(seed, start, max(days, 1))
-    r = g.rnd
-    for _ in range(leads):
-        anon = g.uid()
-        user = f"u-{g.uid()[:12]}"
+    def person(self, days: int) -> None:
+        """One person's journey: a buyer, a researcher, a visitor, a referral or a lead found
+        by Sales."""
+        r = self.rnd
+        anon = self.uid()
+        user = f"u-{self.uid()[:12]}"
         campaign = r.choice(CAMPAIGNS) if r.random() < 0.7 else None
         day = r.uniform(0, max(days - 3, 0.5))
         kind = r.choices(["buyer", "researcher", "visitor", "referral", "sales"],
                          weights=[22, 28, 38, 6, 6])[0]
         if kind == "sales":
-            g.command(user, "create", day, reason="met at trade show",
-                      traits=g.traits(True))
+            self.command(user, "create", day, reason="met at trade show",
+                         traits=self.traits(True))
             if r.random() < 0.5:
-                g.command(user, "won", day + 2, amount=float(r.choice([1200, 4800, 9600])),
-                          currency="USD", reason="signed")
-            continue
-        g.browse({"anonymousId": anon}, day, r.randint(1, 4), campaign)    # anonymous first
+                self.command(user, "won", day + 2, amount=float(r.choice([1200, 4800, 9600])),
+                             currency="USD", reason="signed")
+            return
+        self.browse({"anonymousId": anon}, day, r.randint(1, 4), campaign)    # anonymous first
         if kind == "visitor" and r.random() < 0.6:
-            continue                                                          # never identifies
+            return                                                          # never identifies
         good = kind in ("buyer", "referral") or (kind == "researcher" and r.random() < 0.5)
-        extra = {"referred_by": g.fake.email()} if kind == "referral" else {}
+        extra = {"referred_by": self.fake.email()} if kind == "referral" else {}
         known = {"userId": user, "anonymousId": anon}
-        g.emit(g.msg("identify", known, g.at(day + 0.3), traits=g.traits(good, **extra)))
-        g.browse(known, day + 0.4, r.randint(1, 3), None)
+        self.emit(self.msg("identify", known, self.at(day + 0.3),
+                           traits=self.traits(good, **extra)))
+        self.browse(known, day + 0.4, r.randint(1, 3), None)
         if kind == "visitor":
             if r.random() < 0.3:
-                g.track(known, day + 0.5, "Unsubscribed")
-            continue
-        g.track(known, day + 0.5, "Content Downloaded", asset="lead-scoring-guide.pdf")
+                self.track(known, day + 0.5, "Unsubscribed")
+            return
+        self.track(known, day + 0.5, "Content Downloaded", asset="lead-scoring-guide.pdf")
         if r.random() < 0.5:
-            g.track(known, day + 0.6, "Newsletter Subscribed")
+            self.track(known, day + 0.6, "Newsletter Subscribed")
         if kind == "researcher":
             if r.random() < 0.4:
-                g.track(known, day + 1, "Webinar Attended", webinar="funnel-101")
-            continue
-        g.browse(known, day + 1, 1, None)
-        g.emit(g.msg("page", known, g.at(day + 1.1), properties={"path": "/pricing"}))
-        g.track(known, day + 1.2, "Demo Requested")
-        g.track(known, day + 1.5, "Call Completed", duration_seconds=r.randint(300, 1800))
+                self.track(known, day + 1, "Webinar Attended", webinar="funnel-101")
+            return
+        self.browse(known, day + 1, 1, None)
+        self.emit(self.msg("page", known, self.at(day + 1.1), properties={"path": "/pricing"}))
+        self.track(known, day + 1.2, "Demo Requested")
+        self.track(known, day + 1.5, "Call Completed", duration_seconds=r.randint(300, 1800))
         outcome = r.random()
         if outcome < 0.35:
-            g.track(known, day + 2, "Order Completed", revenue=float(r.choice([900, 2400, 7200])),
-                    currency="USD")
+            self.track(known, day + 2, "Order Completed",
+                       revenue=float(r.choice([900, 2400, 7200])), currency="USD")
         elif outcome < 0.6:
-            g.command(user, "won", day + 2.5, amount=float(r.choice([1500, 6000])), currency="USD")
+            self.command(user, "won", day + 2.5, amount=float(r.choice([1500, 6000])),
+                         currency="USD")
         elif outcome < 0.75:
-            g.command(user, "lost", day + 2.5, reason="went with a competitor")
+            self.command(user, "lost", day + 2.5, reason="went with a competitor")
         elif outcome < 0.85:
-            g.command(user, "reject", day + 2.5, reason="no budget this year")
-    # what the ad platforms report they spent on each campaign, a week at a time
-    week = start - timedelta(days=start.weekday())
-    while week < start + timedelta(days=days):
-        year, number, _ = week.isocalendar()
-        for c in CAMPAIGNS:
-            g.emit({"type": "track", "event": "Ad Spend Reported",
-                    "anonymousId": f"ads-{c['source']}", "timestamp": (week + timedelta(days=7))
-                    .isoformat(), "properties": {
-                        "campaign": c["name"], "period": f"{year}-W{number:02d}",
-                        "amount": r.randint(2, 16) * 50,
-                        "currency": "EUR" if c["source"] == "facebook" else "USD"}})
-        week += timedelta(days=7)
+            self.command(user, "reject", day + 2.5, reason="no budget this year")
+
+    def ad_spend(self, start: datetime, days: int) -> None:
+        """What the ad platforms report they spent on each campaign, a week at a time."""
+        r = self.rnd
+        week = start - timedelta(days=start.weekday())
+        while week < start + timedelta(days=days):
+            year, number, _ = week.isocalendar()
+            for c in CAMPAIGNS:
+                self.emit({
+                    "type": "track", "event": "Ad Spend Reported",
+                    "anonymousId": f"ads-{c['source']}",
+                    "timestamp": (week + timedelta(days=7)).isoformat(),
+                    "properties": {"campaign": c["name"], "period": f"{year}-W{number:02d}",
+                                   "amount": r.randint(2, 16) * 50,
+                                   "currency": "EUR" if c["source"] == "facebook" else "USD"}})
+            week += timedelta(days=7)
+
+
+def generate(leads: int, days: int, seed: int = 7, start: datetime | None = None) -> Traffic:
+    """The traffic of ``leads`` people over ``days`` days, in event-time order per lead."""
+    start = start or datetime(2026, 10, 1, tzinfo=timezone.utc)
+    g = _Gen(seed, start, max(days, 1))
+    for _ in range(leads):
+        g.person(days)
+    g.ad_spend(start, days)
     # a few malformed messages, as any real topic has
     for i in range(max(1, leads // 100)):
         g.out.malformed.append((None, b"this is not json {"))

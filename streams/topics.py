@@ -1,135 +1,47 @@
-"""Topic administration and plain Kafka clients (kafka-python), as outside programs use them."""
+"""The names of Funnel's topics (with the prefix from the settings). Plain data: the worker, the
+collector and the operator tools all use it, and none of them needs Faust for it."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterable
+from dataclasses import dataclass
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-
-from streams.app import Topics
 from streams.settings import Settings
 
-log = logging.getLogger("funnel.topics")
+HANDOFF_STAGES = ("mql", "sql", "customer")
 
 
-def admin(settings: Settings) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers(),
-                            client_id="funnel-admin", request_timeout_ms=30000)
+@dataclass
+class Topics:
+    events: str
+    feedback: str
+    handoff_mql: str
+    handoff_sql: str
+    handoff_customer: str
+    transitions: str
+    leads: str
+    dlq: str
+    alerts: str
+    identity: str
+    costs: str
 
+    @classmethod
+    def from_settings(cls, s: Settings) -> "Topics":
+        return cls(events=s.topic("events"), feedback=s.topic("sales-feedback"),
+                   handoff_mql=s.topic("handoff.mql"), handoff_sql=s.topic("handoff.sql"),
+                   handoff_customer=s.topic("handoff.customer"),
+                   transitions=s.topic("transitions"), leads=s.topic("leads"),
+                   dlq=s.topic("events.dlq"), alerts=s.topic("alerts"),
+                   identity=s.topic("identity"), costs=s.topic("costs"))
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create the contract's topics if missing (``funnel.leads`` compacted)."""
-    topics = Topics.from_settings(settings)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client = admin(settings)
-            break
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot reach the broker {settings.broker}: {exc}") from exc
-            time.sleep(0.5)
-    try:
-        existing = set(client.list_topics())
-        new = []
-        for name in topics.all():
-            if name in existing:
-                continue
-            configs = {"cleanup.policy": "compact"} if name == topics.leads else {}
-            new.append(NewTopic(name, settings.partitions, settings.replication_factor,
-                                topic_configs=configs))
-        for t in new:
-            try:
-                client.create_topics([t])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        client.close()
+    def handoff(self, stage: str) -> str:
+        return {"mql": self.handoff_mql, "sql": self.handoff_sql,
+                "customer": self.handoff_customer}[stage]
 
+    def consumed(self) -> list[str]:
+        """The topics the worker group reads (its lag is the pipeline's lag)."""
+        return [self.events, self.feedback, self.identity, self.leads, self.costs]
 
-def producer(settings: Settings, **kw: object) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all",
-                         linger_ms=5, client_id="funnel-cli", **kw)
-
-
-def _true_ends(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """End offsets of ``tps``. ListOffsets alone is not trusted: some Kafka-compatible brokers
-    (Tansu 0.6) answer the base offset of the last record batch + 1 there, so the high
-    watermark of a fetch from just before that point is taken when it is higher."""
-    reported = consumer.end_offsets(tps)
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, max(reported[tp] - 1, 0))
-    for _ in range(3):
-        consumer.poll(timeout_ms=200, max_records=10_000)
-        if all(consumer.highwater(tp) is not None or reported[tp] == 0 for tp in tps):
-            break
-    return {tp: max(reported[tp], consumer.highwater(tp) or 0) for tp in tps}
-
-
-def end_offsets(settings: Settings, topic_names: Iterable[str]) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
-                             enable_auto_commit=False, fetch_max_wait_ms=50,
-                             client_id="funnel-offsets")
-    try:
-        consumer.topics()   # a full metadata refresh, so that every partition is known
-        tps = []
-        for name in topic_names:
-            tps.extend(TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ())
-        return _true_ends(consumer, tps) if tps else {}
-    finally:
-        consumer.close()
-
-
-def group_lag(settings: Settings, group: str, topic_names: Iterable[str]) -> int:
-    """Messages on ``topic_names`` not yet committed by consumer group ``group``.
-
-    Uses OffsetFetch through a consumer that never joins the group."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), group_id=group,
-                             enable_auto_commit=False, fetch_max_wait_ms=50,
-                             client_id="funnel-lag")
-    try:
-        consumer.topics()
-        tps = []
-        for name in topic_names:
-            tps.extend(TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ())
-        if not tps:
-            return 0
-        ends = _true_ends(consumer, tps)
-        lag = 0
-        for tp in tps:
-            done = consumer.committed(tp) or 0
-            lag += max(ends[tp] - done, 0)
-        return lag
-    finally:
-        consumer.close(autocommit=False)
-
-
-def read_all(settings: Settings, topic: str, timeout: float = 3.0) -> list:
-    """Every record currently on ``topic`` (for tests, the demo and operators)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=int(timeout * 1000), client_id="funnel-reader")
-    try:
-        consumer.topics()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        records = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(consumer.position(tp) >= ends[tp] for tp in tps):
-                break
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+    def all(self) -> list[str]:
+        return [self.events, self.feedback, self.handoff_mql, self.handoff_sql,
+                self.handoff_customer, self.transitions, self.leads, self.dlq, self.alerts,
+                self.identity, self.costs]

@@ -53,10 +53,10 @@ def bench_core(leads: int = 3000) -> None:
 def bench_pipeline(leads: int = 3000) -> None:
     from kafka import KafkaProducer
 
-    from streams.runner import spawn_worker, stack, stop_worker, wait_caught_up
-    from streams.projection import migrate
+    from streams.embedded.runner import spawn_worker, stack, stop_worker, wait_caught_up
+    from streams.db.migrate import migrate
     from streams.settings import Settings
-    from streams.topics import ensure_topics
+    from streams.clients import ensure_topics
 
     traffic = generate(leads, 30, seed=2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,10 +90,10 @@ def bench_collector(clients: int = 8, batches: int = 150, batch_size: int = 100)
     import aiohttp
     from pydantic import SecretStr
 
-    from streams.runner import spawn_collector, stack, stop_worker
+    from streams.embedded.runner import spawn_collector, stack, stop_worker
     from streams.settings import Settings
-    from streams.stack import free_port
-    from streams.topics import ensure_topics
+    from streams.embedded.stack import free_port
+    from streams.clients import ensure_topics
 
     traffic = generate(2000, 30, seed=3)
     messages = [m for _, m in traffic.events]

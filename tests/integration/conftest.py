@@ -22,11 +22,11 @@ import pytest
 from kafka import KafkaProducer
 from pydantic import SecretStr
 
-from streams.projection import connect_kwargs, migrate
-from streams.runner import spawn_worker, stop_worker
+from streams.db.migrate import connect_kwargs, migrate
+from streams.embedded.runner import spawn_worker, stop_worker
 from streams.settings import Settings
-from streams.stack import EmbeddedBroker, EmbeddedPostgres, free_port
-from streams.topics import ensure_topics
+from streams.embedded.stack import EmbeddedBroker, EmbeddedPostgres, free_port
+from streams.clients import ensure_topics
 
 
 def docker_engine_reachable() -> bool:
@@ -163,7 +163,7 @@ WRITE_KEY = "wk_test_key"
 @pytest.fixture(scope="module")
 def collector(pipeline) -> Iterator[str]:
     """A ``funnel collector`` child process on the module's pipeline; yields its base URL."""
-    from streams.runner import spawn_collector
+    from streams.embedded.runner import spawn_collector
 
     settings, _ = pipeline
     s = settings.model_copy(update={"http_port": free_port(),

@@ -14,7 +14,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from streams.topics import read_all
+from streams.clients import read_all
 from tests.integration.conftest import WRITE_KEY, query, wait_for
 from tests.integration.fuzz import JSON, dumps, mutated
 
@@ -156,8 +156,8 @@ def test_a_re_sent_batch_is_counted_once(pipeline, collector):
 def test_a_collector_that_cannot_publish_more_says_503_with_retry_after(pipeline, tmp_path):
     from pydantic import SecretStr
 
-    from streams.runner import spawn_collector, stop_worker
-    from streams.stack import free_port
+    from streams.embedded.runner import spawn_collector, stop_worker
+    from streams.embedded.stack import free_port
 
     settings, _ = pipeline
     s = settings.model_copy(update={"http_port": free_port(), "collector_max_inflight": 1024,

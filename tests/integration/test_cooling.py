@@ -10,7 +10,7 @@ import orjson
 from kafka import KafkaProducer
 
 from funnel.config import default_model_text
-from streams.topics import read_all
+from streams.clients import read_all
 from tests.integration.conftest import Worker, fresh_settings, query, wait_for
 
 

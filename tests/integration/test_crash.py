@@ -11,9 +11,9 @@ from kafka import KafkaProducer
 from funnel.backtest import replay
 from funnel.config import load_model
 from schemas.events import parse_event
-from streams.runner import wait_caught_up
+from streams.embedded.runner import wait_caught_up
 from streams.simulate import generate
-from streams.topics import read_all
+from streams.clients import read_all
 from tests.integration.conftest import Worker, fresh_settings, query, wait_for
 
 # Versions are left out: identity merges cross partitions, and how many versions a merge takes

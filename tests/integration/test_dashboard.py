@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import requests
 
-from streams.projection import connect_kwargs
+from streams.db.migrate import connect_kwargs
 from tests.integration.conftest import query, wait_for
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from schemas.events import InvalidMessage, parse_event
 from schemas.export import json_schemas
-from streams.topics import read_all
+from streams.clients import read_all
 from tests.integration.conftest import query, wait_for
 from tests.integration.fuzz import JSON, dumps, mutated
 from tests.integration.messages import ev

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from streams.projection import connect_kwargs
+from streams.db.migrate import connect_kwargs
 from tests.integration.conftest import query, wait_for
 
 TRAITS = {"email": "{}@acme.io", "company": "Acme", "industry": "saas", "employees": 200,
@@ -251,7 +251,7 @@ def test_ad_spend_reported_events_become_spend_and_bad_ones_are_dead_lettered(hi
                                                                               producer):
     from datetime import date
 
-    from streams.topics import read_all
+    from streams.clients import read_all
 
     settings = history
     report = {"messageId": uuid.uuid4().hex, "type": "track", "event": "Ad Spend Reported",

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from streams.topics import read_all
+from streams.clients import read_all
 from tests.integration.conftest import query, wait_for
 
 BASE = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ import uuid
 import orjson
 import pytest
 
-from streams.topics import read_all
+from streams.clients import read_all
 from tests.integration.conftest import query, wait_for
 from tests.integration.messages import ev
 

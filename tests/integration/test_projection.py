@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 from funnel.config import load_model
 from funnel.decide import new_lead
-from streams.projection import Projection, migrate
+from streams.db.migrate import migrate
+from streams.db.writer import Projection
 from tests.integration.conftest import fresh_settings, query
 
 T = datetime(2026, 11, 20, tzinfo=timezone.utc)

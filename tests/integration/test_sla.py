@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaProducer
 
 from funnel.config import default_model_text
-from streams.topics import read_all
+from streams.clients import read_all
 from tests.integration.conftest import Worker, fresh_settings, query, wait_for
 
 SQL_HOURS = 0.005     # 18 s

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 
 from funnel.backtest import changes, replay
 from funnel.config import default_model_text, load_model, parse_model
-from streams.cli import _read_history, main
+from streams.cli import main
+from streams.cli.model import read_history
 from tests.unit.helpers import at, command, event, identify
 
 MODEL = load_model()
@@ -43,7 +44,7 @@ def test_backtest_command_compares_two_models_on_a_simulated_history(tmp_path):
     result = runner.invoke(main, ["backtest", "--model", str(strict), "--events", str(hist)],
                            terminal_width=200)
     assert result.exit_code == 0, result.output
-    messages, bad = _read_history(hist)
+    messages, bad = read_history(hist)
     expected = changes(replay(messages, MODEL), replay(messages, STRICT))
     assert len(expected) > 0 and bad == 2          # simulate writes a few malformed lines
     assert f"{len(expected)} leads would end at a different stage" in result.output

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from schemas.collect import (MAX_REQUEST_BYTES, Refused, enrich, messages_of, prepare, read_body,
+from streams.web.requests import (MAX_REQUEST_BYTES, Refused, enrich, messages_of, prepare, read_body,
                              write_key_of)
 from schemas.events import InvalidMessage, parse_event
 from schemas.limits import MAX_DEPTH, MAX_KEYS, MAX_STRING, MAX_UNKNOWN_FIELDS

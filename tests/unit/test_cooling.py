@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from funnel.config import load_model
-from funnel.decide import cool, cools_at, new_lead, process
+from funnel.decide import new_lead, process
+from funnel.timers import cool, cools_at
 from tests.unit.helpers import at, event
 
 MODEL = load_model()

@@ -11,7 +11,8 @@ import orjson
 from hypothesis import given, settings, strategies as st
 
 from funnel.config import load_model
-from funnel.decide import CommandRefused, new_lead, process, tick
+from funnel.decide import CommandRefused, new_lead, process
+from funnel.timers import tick
 from schemas.commands import parse_command
 from schemas.events import InvalidMessage, parse_event
 

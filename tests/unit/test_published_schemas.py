@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from jsonschema import Draft7Validator, Draft202012Validator, FormatChecker
 
 from funnel.config import load_model
-from funnel.decide import new_lead, process, tick
+from funnel.decide import new_lead, process
+from funnel.timers import tick
 from schemas.export import CHANNELS, asyncapi, json_schemas
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from tests.tools.fetch_asyncapi_spec import TARGET as ASYNCAPI_SPEC

@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from funnel.config import default_model_text, load_model, parse_model
-from funnel.decide import (
-    LinkRefused, accept_link, expires_at, merge, new_lead, next_due, process, sla_due_at, tick)
+from funnel.decide import new_lead, process
+from funnel.merge import LinkRefused, accept_link, merge
+from funnel.timers import expires_at, next_due, sla_due_at, tick
 from funnel.lifecycle import STAGES
 from tests.unit.helpers import GOOD_TRAITS, at, command, event, identify, page
 

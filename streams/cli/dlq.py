@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from streams.app import Topics
+from streams.topics import Topics
 from streams.settings import Settings
-from streams.topics import producer, read_all
+from streams.clients import producer, read_all
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import click
 import orjson
 from rich.console import Console
 
-from streams.cli_common import console, db_settings, err, load_settings, migrated
-from streams.kpis import DIMENSIONS, GRAINS
+from streams.cli.common import console, db_settings, err, load_settings, migrated
+from streams.db.kpis import DIMENSIONS, GRAINS
 
 
 @click.command()
@@ -61,7 +61,7 @@ def dlq(ctx: click.Context, reasons: tuple[str, ...], count_only: bool, limit: i
 
     letters = _dead_letters(reasons)
     if count_only:
-        from streams.dlq import count_by_reason
+        from streams.cli.dlq import count_by_reason
 
         counts = count_by_reason(letters)
         if as_json:
@@ -100,7 +100,7 @@ def dlq(ctx: click.Context, reasons: tuple[str, ...], count_only: bool, limit: i
 
 
 def _dead_letters(reasons: tuple[str, ...]) -> list:
-    from streams.dlq import read_dead_letters
+    from streams.cli.dlq import read_dead_letters
 
     settings = load_settings()
     if not settings.broker:
@@ -116,7 +116,7 @@ def _dead_letters(reasons: tuple[str, ...]) -> list:
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed, send nothing.")
 def dlq_replay(where: tuple[str, ...], reasons: tuple[str, ...], dry_run: bool) -> None:
     """Re-publish chosen dead letters to the topic they came from (after a fix)."""
-    from streams.dlq import replay
+    from streams.cli.dlq import replay
 
     if not where and not reasons:
         raise click.UsageError("choose what to replay: --at PARTITION:OFFSET or --reason ERROR")
@@ -154,7 +154,7 @@ def costs_import(file: Path) -> None:
     """Import spend from a CSV FILE with columns campaign, period, amount, currency
     (period: 2026-11-20, 2026-W47 or 2026-11). Re-importing a row replaces it."""
     from schemas.costs import BadCosts, parse_costs
-    from streams.kpis import import_costs
+    from streams.db.kpis import import_costs
 
     settings = db_settings("funnel costs import")
     try:
@@ -190,7 +190,7 @@ def report(since, until, grain: str, by: str, fmt: str, chart: Path | None) -> N
     revenue, sales cycle, time in stage, cost per lead and per customer."""
     import psycopg
 
-    from streams.kpis import ReportQuery, funnel_chart, sections, summary
+    from streams.db.kpis import ReportQuery, funnel_chart, sections, summary
 
     if since and until and until <= since:
         raise click.BadParameter("must be after --since", param_hint="--until")

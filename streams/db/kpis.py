@@ -1,4 +1,4 @@
-"""The shared KPIs, read from the SQL views (``deploy/migrations/004_kpis.sql``): campaign spend
+"""The shared KPIs, read from the SQL views (``streams/db/migrations/004_kpis.sql``): campaign spend
 in, reports out (rows, a merged summary per period, a funnel chart)."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from schemas.costs import Spend
-from streams.projection import UPSERT_SPEND, connect_kwargs, spend_row
+from schemas.lead import STAGES as STAGES_IN_ORDER
+from streams.db.migrate import connect_kwargs
+from streams.db.writer import UPSERT_SPEND, spend_row
 from streams.settings import Settings
 
 DIMENSIONS = ("all", "origin", "source", "campaign", "temperature", "quality")
@@ -23,8 +25,7 @@ SECTIONS = {   # report section -> view
     "funnel": "kpi_funnel", "sales": "kpi_sales", "revenue": "kpi_revenue",
     "time_in_stage": "kpi_time_in_stage", "costs": "kpi_costs",
 }
-STAGES = ("leads", "mqls", "sqls", "customers")
-STAGE_ORDER = ("iql", "mql", "sal", "sql", "customer", "recycled", "disqualified")
+FUNNEL_STEPS = ("leads", "mqls", "sqls", "customers")   # the cohort columns of kpi_funnel
 
 
 def connect(settings: Settings) -> psycopg.Connection:
@@ -80,7 +81,7 @@ def sections(settings: Settings, q: ReportQuery) -> dict[str, list[dict[str, Any
             rows = conn.execute(f"SELECT * FROM {view} WHERE {where} "  # noqa: S608
                                 "ORDER BY 1, 2, 3, 4", args).fetchall()
             if view == "kpi_time_in_stage":   # stages in funnel order within a period/value
-                rows.sort(key=lambda r: (r["period"], r["value"], STAGE_ORDER.index(r["stage"])))
+                rows.sort(key=lambda r: (r["period"], r["value"], STAGES_IN_ORDER.index(r["stage"])))
             out[name] = [{k: _plain(v) for k, v in r.items()} for r in rows]
     return out
 
@@ -121,9 +122,9 @@ def funnel_chart(data: dict[str, list[dict[str, Any]]], path: Path, title: str) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STAGES, 0))
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(FUNNEL_STEPS, 0))
     for r in data["funnel"]:
-        for s in STAGES:
+        for s in FUNNEL_STEPS:
             totals[r["value"]][s] += r[s]
     values = sorted(totals) or ["(all)"]
     cols = min(len(values), 3)
@@ -133,10 +134,10 @@ def funnel_chart(data: dict[str, list[dict[str, Any]]], path: Path, title: str) 
     for ax in axes.flat[len(values):]:
         ax.set_visible(False)
     for ax, value in zip(axes.flat, values):
-        counts = [totals[value][s] for s in STAGES]
+        counts = [totals[value][s] for s in FUNNEL_STEPS]
         top = max(counts[0], 1)
-        for i, (stage, n) in enumerate(zip(STAGES, counts)):
-            y = len(STAGES) - 1 - i
+        for i, (stage, n) in enumerate(zip(FUNNEL_STEPS, counts)):
+            y = len(FUNNEL_STEPS) - 1 - i
             ax.barh(y, n, left=(top - n) / 2, color=colors[i], height=0.8)
             rate = f"  ({n / counts[i - 1]:.0%})" if i and counts[i - 1] else ""
             ax.text(top / 2, y, f"{stage}: {n}{rate}", ha="center", va="center", fontsize=10,

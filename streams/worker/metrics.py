@@ -22,6 +22,8 @@ class Metrics:
                                 ["stage"], registry=r)
         self.transitions = Counter("funnel_transitions", "Stage changes, by stage entered",
                                    ["stage"], registry=r)
+        self.identity = Counter("funnel_identity", "Identity protocol steps: merge, forward, "
+                                "link_refused", ["step"], registry=r)
         self.alerts = Counter("funnel_sla_alerts", "SLA breach alerts sent", registry=r)
         self.projected = Counter("funnel_projection_rows", "Lead rows written to PostgreSQL",
                                  registry=r)

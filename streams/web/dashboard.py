@@ -17,7 +17,8 @@ from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from streams.projection import connect_kwargs
+from streams.db.migrate import connect_kwargs
+from schemas.lead import STAGES
 from streams.settings import Settings
 
 POOL = web.AppKey("pool", AsyncConnectionPool)
@@ -89,6 +90,7 @@ async def overview(request: web.Request) -> web.Response:
         "sales": sales[0] if sales else None,
         "revenue": revenue, "spend": spend,
         "stages": {r["stage"]: r["leads"] for r in stages},
+        "stage_order": list(STAGES),
         "months": [r["period"].strftime("%Y-%m") for r in months],
         "hot": hot, "handoffs": handoffs, "breaches": breaches,
         "refresh_seconds": REFRESH_SECONDS,
@@ -112,20 +114,20 @@ async def lead_api(request: web.Request) -> web.Response:
     return _json({"lead": rows[0], "history": history})
 
 
-def _page(name: str) -> str:
-    return files("streams").joinpath("web", name).read_text("utf-8")
+def page(name: str) -> str:
+    return files("streams.web").joinpath("assets", name).read_text("utf-8")
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text=_page("dashboard.html"), content_type="text/html")
+    return web.Response(text=page("dashboard.html"), content_type="text/html")
 
 
 async def lead_page(request: web.Request) -> web.Response:
-    return web.Response(text=_page("lead.html"), content_type="text/html")
+    return web.Response(text=page("lead.html"), content_type="text/html")
 
 
 async def stylesheet(request: web.Request) -> web.Response:
-    return web.Response(text=_page("funnel.css"), content_type="text/css")
+    return web.Response(text=page("funnel.css"), content_type="text/css")
 
 
 async def database_ok(app: web.Application) -> None:

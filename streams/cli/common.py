@@ -55,7 +55,7 @@ def db_settings(what: str) -> Settings:
 def migrated(settings: Settings) -> None:
     import psycopg
 
-    from streams.projection import migrate
+    from streams.db.migrate import migrate
 
     try:
         migrate(settings.dsn(), settings.db_schema)

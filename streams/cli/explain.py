@@ -9,7 +9,7 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Table
 
-from streams.projection import connect_kwargs
+from streams.db.migrate import connect_kwargs
 from streams.settings import Settings
 
 

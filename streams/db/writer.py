@@ -1,15 +1,14 @@
 """The PostgreSQL projection of ``funnel.leads``: batched, idempotent by ``version``.
 
 A snapshot with a lower version than the row never overwrites it; stage changes are inserted
-once per (lead_id, version). Tables come from ``deploy/migrations``, applied at start.
+once per (lead_id, version). Tables come from ``streams.db.migrate``, applied at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 
 import orjson
 import psycopg
@@ -17,20 +16,35 @@ from psycopg import sql
 
 from schemas.costs import AdSpend, Spend
 from schemas.lead import LeadSnapshot
+from streams.db.migrate import connect_kwargs
 
 log = logging.getLogger("funnel.projection")
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "deploy" / "migrations"
-
-LEAD_COLUMNS = [
-    "lead_id", "stage", "interest_score", "temperature", "fit_score", "quality", "origin",
-    "email", "company", "first_touch_source", "first_touch_medium", "first_touch_campaign",
-    "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at", "sql_at", "customer_at",
-    "orders", "revenue", "events_count", "model_name", "model_version", "traits", "reasons",
-    "contributions", "fit_reasons", "interest_at", "sal_at", "recycled_at", "disqualified_at",
-    "last_sales_action_at", "sla_breached_at", "merged_into", "merged_from", "aliases",
-    "revenue_by_currency", "version",
-]
+# the leads table: every column, with how a snapshot fills it (the one definition: the upsert
+# statement and the rows are both made from it; the table itself is in migrations/)
+LEAD_ROW: dict[str, Callable[[LeadSnapshot], object]] = {
+    "lead_id": lambda s: s.lead_id,
+    **{c: (lambda s, c=c: getattr(s, c)) for c in (
+        "stage", "interest_score", "temperature", "fit_score", "quality", "origin", "email",
+        "company")},
+    "first_touch_source": lambda s: s.first_touch.source,
+    "first_touch_medium": lambda s: s.first_touch.medium,
+    "first_touch_campaign": lambda s: s.first_touch.campaign,
+    **{c: (lambda s, c=c: getattr(s, c)) for c in (
+        "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at", "sql_at",
+        "customer_at", "orders", "revenue", "events_count", "model_name", "model_version")},
+    "traits": lambda s: _json(s.traits),
+    "reasons": lambda s: _reasons(s.reasons),
+    "contributions": lambda s: _reasons(s.contributions),
+    "fit_reasons": lambda s: _reasons(s.fit_reasons),
+    **{c: (lambda s, c=c: getattr(s, c)) for c in (
+        "interest_at", "sal_at", "recycled_at", "disqualified_at", "last_sales_action_at",
+        "sla_breached_at", "merged_into")},
+    **{c: (lambda s, c=c: _json(getattr(s, c))) for c in (
+        "merged_from", "aliases", "revenue_by_currency")},
+    "version": lambda s: s.version,
+}
+LEAD_COLUMNS = list(LEAD_ROW)
 TRANSITION_COLUMNS = ["lead_id", "version", "from_stage", "to_stage", "trigger", "occurred_at",
                       "actor", "reason", "reasons"]
 
@@ -69,14 +83,7 @@ def _json(v: object) -> str:
 
 
 def lead_row(s: LeadSnapshot) -> tuple:
-    return (s.lead_id, s.stage, s.interest_score, s.temperature, s.fit_score, s.quality, s.origin,
-            s.email, s.company, s.first_touch.source, s.first_touch.medium, s.first_touch.campaign,
-            s.first_seen_at, s.last_activity_at, s.stage_entered_at, s.mql_at, s.sql_at,
-            s.customer_at, s.orders, s.revenue, s.events_count, s.model_name, s.model_version,
-            _json(s.traits), _reasons(s.reasons), _reasons(s.contributions),
-            _reasons(s.fit_reasons), s.interest_at, s.sal_at, s.recycled_at, s.disqualified_at,
-            s.last_sales_action_at, s.sla_breached_at, s.merged_into, _json(s.merged_from),
-            _json(s.aliases), _json(s.revenue_by_currency), s.version)
+    return tuple(value(s) for value in LEAD_ROW.values())
 
 
 def _reasons(reasons: Iterable) -> str:
@@ -96,30 +103,6 @@ def order_rows(s: LeadSnapshot) -> Iterable[tuple]:
 
 def spend_row(s: Spend | AdSpend, source: str) -> tuple:
     return (s.campaign, s.grain, s.period_start, s.currency, s.amount, source)
-
-
-def connect_kwargs(schema: str) -> dict:
-    return {"options": f"-c search_path={schema}", "autocommit": False}
-
-
-def migrate(dsn: str, schema: str = "public") -> list[str]:
-    """Apply the SQL migrations not yet applied; returns the names applied now."""
-    applied_now = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    with psycopg.connect(dsn, **connect_kwargs(schema)) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(727274)")
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                     "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-        done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
-        for path in sorted(MIGRATIONS.glob("*.sql")):
-            if path.name in done:
-                continue
-            conn.execute(path.read_text("utf-8"))
-            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
-            applied_now.append(path.name)
-        conn.commit()
-    return applied_now
 
 
 def latest_per_lead(snapshots: Iterable[LeadSnapshot]) -> list[LeadSnapshot]:
@@ -165,12 +148,13 @@ class Projection:
         self.rows_written += len(leads)
         return len(leads)
 
-    async def write_spend(self, spend: AdSpend) -> None:
-        """Upsert one spend report (the latest report for a campaign/period/currency wins)."""
-        row = spend_row(spend, "event")
+    async def write_spends(self, spends: list[AdSpend]) -> None:
+        """Upsert spend reports, in order (the latest report for a campaign/period/currency
+        wins)."""
+        rows = [spend_row(s, "event") for s in spends]
 
         async def work(cur: psycopg.AsyncCursor) -> None:
-            await cur.execute(UPSERT_SPEND, row)
+            await cur.executemany(UPSERT_SPEND, rows)
 
         await self._transaction(work, "spend")
 

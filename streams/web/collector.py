@@ -24,7 +24,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas.collect import MAX_REQUEST_BYTES, Refused, prepare, read_body, write_key_of
+from streams.web.requests import MAX_REQUEST_BYTES, Refused, prepare, read_body, write_key_of
 from streams.settings import Settings
 
 log = logging.getLogger("funnel.collector")
@@ -135,9 +135,9 @@ async def _read_body(request: web.Request) -> bytes:
 async def healthz(request: web.Request) -> web.Response:
     """The broker (a metadata round trip through the collector's producer) and, when the
     dashboard is served, the database and the worker group's lag. 503 if one is down."""
-    from streams import dashboard
-    from streams.app import Topics
-    from streams.topics import group_lag
+    from streams.web import dashboard
+    from streams.topics import Topics
+    from streams.clients import group_lag
 
     collector = request.app[COLLECTOR]
     checks: dict[str, Any] = {}
@@ -196,7 +196,7 @@ def serve(settings: Settings, on_ready: Callable[[str], None] | None = None) -> 
     ``/healthz`` are served too."""
     extra = None
     if settings.database_url is not None:
-        from streams import dashboard
+        from streams.web import dashboard
 
         def extra(app: web.Application) -> None:
             dashboard.install(app, settings)

@@ -6,12 +6,12 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from streams.app import Topics
-from streams.projection import connect_kwargs
+from streams.topics import Topics
+from streams.db.migrate import connect_kwargs
+from schemas.lead import STAGES
 from streams.settings import Settings
-from streams.topics import end_offsets
+from streams.clients import end_offsets
 
-STAGE_ORDER = ["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
 
 
 def counts(settings: Settings, column: str) -> dict[str, int]:
@@ -54,7 +54,7 @@ def _table(title: str, data: dict[str, int], order: list[str] | None = None) -> 
 
 def kpi_table(settings: Settings) -> Table:
     """The shared KPIs of all time, from the SQL views (``funnel report`` has the rest)."""
-    from streams.kpis import ReportQuery, sections, summary
+    from streams.db.kpis import ReportQuery, sections, summary
 
     rows = summary(sections(settings, ReportQuery(grain="all")), "all")
     row = rows[0] if rows else {}
@@ -80,7 +80,7 @@ def kpi_table(settings: Settings) -> Table:
 
 def print_summary(settings: Settings, console: Console, messages: int, elapsed: float) -> None:
     stages = counts(settings, "stage")
-    console.print(_table("Leads per stage", stages, STAGE_ORDER))
+    console.print(_table("Leads per stage", stages, list(STAGES)))
     console.print(_table("Leads per temperature", counts(settings, "temperature"),
                          ["hot", "warm", "cold"]))
     console.print(_table("Leads per quality", counts(settings, "quality"),

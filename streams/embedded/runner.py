@@ -12,12 +12,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 from pydantic import SecretStr
 
 from funnel.config import ScoringModel, load_model
+from streams.db.migrate import reset
 from streams.settings import Settings
-from streams.stack import EmbeddedBroker, EmbeddedPostgres, die_with_parent
+from streams.embedded.stack import EmbeddedBroker, EmbeddedPostgres, die_with_parent
 
 log = logging.getLogger("funnel.runner")
 
@@ -26,9 +26,9 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
     """Run the Faust worker (pipeline + projection) until stopped. Blocks."""
     import faust
 
-    from streams.app import create_app
-    from streams.projection import migrate
-    from streams.topics import ensure_topics
+    from streams.worker.app import create_app
+    from streams.db.migrate import migrate
+    from streams.clients import ensure_topics
 
     migrate(settings.dsn(), settings.db_schema)
     ensure_topics(settings)
@@ -36,12 +36,6 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     worker.execute_from_commandline()
-
-
-def reset_projection(dsn: str, schema: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-            psycopg.sql.Identifier(schema)))
 
 
 @contextlib.contextmanager
@@ -61,7 +55,7 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
         })
         if broker is not None and db is not None:
             # the embedded broker keeps nothing between runs, so neither does the projection
-            reset_projection(resolved.dsn(), resolved.db_schema)
+            reset(resolved.dsn(), resolved.db_schema)
         yield resolved
     finally:
         if db is not None:
@@ -85,6 +79,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_FLUSH_INTERVAL": str(settings.flush_interval),
         "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
+        "FUNNEL_SINK_MAX_ITEMS": str(settings.sink_max_items),
+        "FUNNEL_SINK_INTERVAL": str(settings.sink_interval),
         "FUNNEL_LOG_LEVEL": settings.log_level,
         "FUNNEL_COOLING_INTERVAL": str(settings.cooling_interval),
         "FUNNEL_TIMER_INTERVAL": str(settings.timer_interval),
@@ -123,7 +119,7 @@ def spawn_worker(settings: Settings, log_path: Path | None = None,
 def spawn_collector(settings: Settings, log_path: Path | None = None,
                     timeout: float = 30.0) -> subprocess.Popen:
     """``funnel collector`` in a child process; returns once it listens."""
-    from streams.stack import wait_for_port
+    from streams.embedded.stack import wait_for_port
 
     proc = spawn_worker(settings, log_path, command="collector")
     try:
@@ -150,8 +146,8 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 def wait_caught_up(settings: Settings, timeout: float = 300.0, proc: subprocess.Popen | None = None
                    ) -> bool:
     """Until the worker group has committed everything on the input and snapshot topics."""
-    from streams.app import Topics
-    from streams.topics import group_lag
+    from streams.topics import Topics
+    from streams.clients import group_lag
 
     topics = Topics.from_settings(settings)
     deadline = time.monotonic() + timeout

@@ -1,0 +1,85 @@
+"""Identity: one person known by several ids becomes one lead.
+
+An anonymous id linked to a known lead (by ``identify`` or ``alias``) hands its history over;
+the known lead replays the union of both histories, so that its scores are what they would be
+had every message carried its id from the start.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from funnel.config import ScoringModel
+from funnel.decide import CommandRefused, new_lead, process
+from funnel.history import Item, item_id, item_time, revive
+from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
+from funnel.moves import advance
+from schemas.lead import TransitionRecord
+
+
+class LinkRefused(ValueError):
+    """Two ids that must not become one lead (e.g. two known people on one browser)."""
+
+
+def accept_link(other: Lead, into: str, email: str | None, via: str) -> tuple[Lead | None, list[Item]]:
+    """``other`` is asked to merge into the lead ``into``. Returns ``other`` marked as merged
+    and the history to hand over, or (None, []) when it already was merged there.
+    Raises :class:`LinkRefused` when it belongs to somebody else."""
+    if other.merged_into == into or other.lead_id == into:
+        return None, []
+    if other.merged_into is not None:
+        raise LinkRefused(f"{other.lead_id} was already merged into {other.merged_into}")
+    mine = other.traits.get("email")
+    if via != "alias" and mine and email and str(mine).lower() != str(email).lower():
+        raise LinkRefused(f"{other.lead_id} is a different known person ({mine})")
+    marked = other.model_copy(update={"merged_into": into, "version": other.version + 1,
+                                      "history": [], "history_bytes": 0})
+    return marked, other.history
+
+
+SCORING_FIELDS = ("interest_raw", "interest_at", "temperature", "fit_score", "quality",
+                  "fit_reasons", "traits", "first_touch", "first_seen_at", "last_activity_at",
+                  "events_count", "signals", "rule_days", "rule_hits", "contributions", "history",
+                  "history_bytes", "history_cut", "orders", "revenue", "revenue_by_currency",
+                  "recent_orders")
+
+
+def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, model: ScoringModel
+          ) -> tuple[Lead, list[TransitionRecord]]:
+    """Merge the messages ``items`` (another id's history, or one message that reached it later)
+    into ``lead``. Its scores become what they would be had every message carried this lead's id
+    from the start: the union of both histories is replayed in event time (duplicates counted
+    once, frequency limits respected). The stage and its history are the lead's own; the stage is
+    then re-evaluated at ``at``."""
+    seen = set(lead.seen_ids)
+    new_items = [i for i in items if item_id(i) not in seen]
+    merged = lead.model_copy()
+    if from_id and from_id not in merged.merged_from:
+        merged.merged_from = [*merged.merged_from, from_id]
+    if from_id and from_id not in merged.aliases:
+        merged.aliases = [*merged.aliases[-(ALIASES_KEPT - 1):], from_id]
+    transitions: list[TransitionRecord] = []
+    if new_items:
+        if not lead.history_cut:
+            # replay the union from a new lead, in event time (stable: arrival order)
+            union = sorted([*lead.history, *new_items], key=item_time)
+            replayed = new_lead(lead.lead_id, model)
+        else:
+            # the lead's own history was cut: older messages cannot be replayed, so the other
+            # id's messages are applied on top, in event time (frequency limits approximate)
+            union = sorted(new_items, key=item_time)
+            replayed = lead
+        for item in union:
+            try:
+                replayed, _ = process(replayed, revive(item), model)
+            except CommandRefused:
+                pass
+        for name in SCORING_FIELDS:
+            setattr(merged, name, getattr(replayed, name))
+        if replayed.origin != "marketing" and merged.origin != "sales":
+            merged.origin = replayed.origin
+        merged.seen_ids = list(dict.fromkeys([*lead.seen_ids, *replayed.seen_ids]))[-SEEN_WINDOW:]
+        merged.model_name, merged.model_version = model.name, model.version
+    merged.version = max(merged.version, lead.version) + 1
+    advance(merged, at, transitions, model, set())
+    return merged, transitions

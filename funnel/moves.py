@@ -1,0 +1,56 @@
+"""Stage moves: fire one trigger of the lifecycle on a lead and record what it did."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from funnel.config import ScoringModel
+from funnel.lifecycle import AUTOMATIC, lifecycle_for
+from funnel.model import TRANSITIONS_KEPT, Lead
+from schemas.lead import TransitionRecord
+
+# the lead field that remembers the first (or, for recycled/disqualified, the last) entry
+FIRST_ENTRY = {"mql": "mql_at", "sal": "sal_at", "sql": "sql_at", "customer": "customer_at"}
+LAST_ENTRY = {"recycled": "recycled_at", "disqualified": "disqualified_at"}
+
+
+def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRecord],
+         model: ScoringModel, signals: set[str] | None = None, *, actor: str | None = None,
+         reason: str | None = None) -> bool:
+    """Fire ``trigger``; on a stage change, a new version and a ``TransitionRecord`` appended to
+    ``transitions``. False when the trigger's guard does not hold. Raises
+    ``funnel.lifecycle.Refused`` for a trigger the stage does not allow."""
+    before = lead.stage
+    dest = lifecycle_for(model).fire(lead, trigger, signals)
+    if dest is None:
+        return False
+    if dest == before:
+        return True   # an internal move (an acknowledgement, a repeat order): no stage change
+    lead.version += 1
+    lead.stage = dest  # type: ignore[assignment]
+    lead.stage_entered_at = at
+    if dest in FIRST_ENTRY and getattr(lead, FIRST_ENTRY[dest]) is None:
+        setattr(lead, FIRST_ENTRY[dest], at)
+    if dest in LAST_ENTRY:
+        setattr(lead, LAST_ENTRY[dest], at)
+    if dest == "sql":
+        lead.sla_breached_at = None   # a new SQL: a new SLA
+    record = TransitionRecord(lead_id=lead.lead_id, version=lead.version, from_stage=before,
+                              to_stage=dest, trigger=trigger, occurred_at=at, actor=actor,
+                              reason=reason, reasons=lead.top_reasons())
+    lead.transitions = [*lead.transitions[-(TRANSITIONS_KEPT - 1):], record]
+    transitions.append(record)
+    return True
+
+
+def advance(lead: Lead, at: datetime, transitions: list[TransitionRecord], model: ScoringModel,
+            signals: set[str]) -> None:
+    """Take every automatic move whose guard holds, until none does."""
+    lifecycle = lifecycle_for(model)
+    for _ in range(len(AUTOMATIC) + 1):
+        allowed = lifecycle.allowed(lead.stage)
+        for trigger in AUTOMATIC:
+            if trigger in allowed and move(lead, trigger, at, transitions, model, signals):
+                break
+        else:
+            return

@@ -1,0 +1,169 @@
+"""Running Funnel: ``worker``, ``up``, ``collector`` and ``demo``."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from streams.cli.common import console
+from streams.cli.common import load_model_or_fail as _model
+from streams.cli.common import load_settings as _settings
+from streams.cli.common import sigterm_is_ctrl_c as _sigterm_is_ctrl_c
+from streams.cli.group import main
+from streams.cli.traffic import publish_traffic
+from streams.settings import Settings
+
+
+@main.command()
+@click.option("--loglevel", default=None, type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Default: FUNNEL_LOG_LEVEL, else warning.")
+def worker(loglevel: str | None) -> None:
+    """Run the pipeline worker and the projection against FUNNEL_BROKER and FUNNEL_DATABASE_URL.
+
+    Start several to scale out: they share the partitions of one consumer group."""
+    from streams.embedded.runner import run_worker
+
+    settings = _settings()
+    if not settings.broker or settings.database_url is None:
+        raise click.UsageError("funnel worker needs FUNNEL_BROKER and FUNNEL_DATABASE_URL "
+                               "(or run 'funnel up' to start the embedded stack)")
+    model = _model(settings)
+    import psycopg
+
+    try:
+        run_worker(settings, model, loglevel or settings.log_level)
+    except psycopg.Error as exc:
+        raise click.ClickException(f"PostgreSQL at FUNNEL_DATABASE_URL: {str(exc).strip()}") \
+            from None
+
+
+@main.command()
+def up() -> None:
+    """Start the stack (embedded broker/PostgreSQL where unset), the worker, the projection and
+    the HTTP collector and dashboard, until Ctrl-C."""
+    from streams.embedded.runner import spawn_collector, spawn_worker, stack, stop_worker
+
+    with stack(_prepared(http=True), echo=console.print) as s:
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        procs = [spawn_worker(s)]
+        try:
+            procs.append(_start_http(s, spawn_collector))
+            console.print(f"worker started (pid {procs[0].pid}); topics prefixed "
+                          f"'{s.topic_prefix}'. Ctrl-C to stop.")
+            console.print(f"  export FUNNEL_BROKER={s.broker} FUNNEL_DATABASE_URL={s.dsn()}")
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+            dead = next(p for p in procs if p.poll() is not None)
+            raise click.ClickException(f"a child process exited with code {dead.returncode}: "
+                                       f"{' '.join(map(str, dead.args[-1:]))}")
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            for p in reversed(procs):
+                stop_worker(p)
+
+
+def _prepared(http: bool) -> Settings:
+    """The settings, once the model loads, Ctrl-C and SIGTERM stop us cleanly and the ports the
+    children will listen on are free."""
+    settings = _settings()
+    _model(settings)
+    _sigterm_is_ctrl_c()
+    _ports_free(settings, http=http)
+    return settings
+
+
+def _ports_free(s: Settings, http: bool) -> None:
+    """Fail early, naming the setting, when a port the children will listen on is taken."""
+    from streams.embedded.stack import port_free
+
+    wanted = [("FUNNEL_WORKER_PORT", s.worker_port)] if s.worker_port else []
+    if http:
+        wanted.append(("FUNNEL_HTTP_PORT", s.http_port))
+    for name, port in wanted:
+        if not port_free(s.http_host, port):
+            off = " (or 0: no /metrics)" if name == "FUNNEL_WORKER_PORT" else ""
+            raise click.ClickException(f"port {port} on {s.http_host} is taken: set {name} to a "
+                                       f"free port{off}")
+
+
+def _start_http(s: Settings, spawn_collector):
+    """The collector/dashboard child process; prints where it is and the write key."""
+    try:
+        proc = spawn_collector(s, s.data_dir / "collector.log")
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(
+            f"the HTTP collector did not start on {s.http_host}:{s.http_port} ({exc}); is the "
+            f"port taken? set FUNNEL_HTTP_PORT (log: {s.data_dir / 'collector.log'})") from None
+    base = f"http://{s.http_host}:{s.http_port}"
+    console.print(f"collector (Segment HTTP API) at {base}/v1/batch   write key: "
+                  f"{s.write_key_list()[0]}")
+    console.print(f"dashboard at {base}/   health {base}/healthz")
+    if s.worker_port:
+        console.print(f"worker metrics at http://{s.http_host}:{s.worker_port}/metrics")
+    return proc
+
+
+@main.command()
+def collector() -> None:
+    """Run the HTTP collector (Segment HTTP Tracking API) and the dashboard against
+    FUNNEL_BROKER (and FUNNEL_DATABASE_URL for the dashboard), on FUNNEL_HTTP_HOST:PORT."""
+    from streams.web.collector import serve
+    from streams.clients import ensure_topics
+
+    settings = _settings()
+    if not settings.broker:
+        raise click.UsageError("funnel collector needs FUNNEL_BROKER (or run 'funnel up')")
+    keys = settings.write_key_list()
+    try:
+        ensure_topics(settings)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        serve(settings, on_ready=lambda url: console.print(
+            f"collector listening at {url}/v1/batch ({len(keys)} write key(s))"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {settings.http_host}:{settings.http_port}: "
+                                   f"{exc.strerror or exc}") from None
+
+
+@main.command()
+@click.option("--leads", default=400, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--serve", is_flag=True, help="Keep the stack running after the summary.")
+def demo(leads: int, days: int, seed: int, serve: bool) -> None:
+    """`up` + `simulate`: wait for the pipeline to catch up, print a funnel summary, exit 0."""
+    from streams.cli.report import print_summary
+    from streams.embedded.runner import (spawn_collector, spawn_worker, stack, stop_worker,
+                                         wait_caught_up)
+
+    with stack(_prepared(http=serve), echo=console.print) as s:
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = s.data_dir / "worker.log"
+        proc = spawn_worker(s, log_path)
+        http = _start_http(s, spawn_collector) if serve else None
+        console.print(f"worker started (pid {proc.pid}, log {log_path})")
+        try:
+            started = time.monotonic()
+
+            def wait() -> None:
+                if not wait_caught_up(s, timeout=600, proc=proc):
+                    raise click.ClickException("the pipeline did not catch up in 10 minutes")
+
+            events, commands = publish_traffic(s, leads, days, seed, wait=wait)
+            wait()
+            elapsed = time.monotonic() - started
+            print_summary(s, console, events + commands, elapsed)
+            if serve:
+                console.print(f"serving; open the dashboard at http://{s.http_host}:"
+                              f"{s.http_port}/ — Ctrl-C to stop")
+                while proc.poll() is None:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            if http is not None:
+                stop_worker(http)
+            stop_worker(proc)

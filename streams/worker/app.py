@@ -1,0 +1,151 @@
+"""The Faust wiring, and only wiring: the app, the lead-state table, three agents and the
+timers. What each piece does lives beside it: ``pipeline`` (decide), ``checkpoint`` (the commit
+protocol), ``sinks`` (PostgreSQL writers), ``faust_glue`` (adapters, and why the seek is
+patched)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+
+from funnel.config import ScoringModel
+from streams.db.writer import Projection
+from streams.settings import Settings
+from streams.topics import Topics
+from streams.worker import web
+from streams.worker.checkpoint import Checkpoint
+from streams.worker.faust_glue import (FaustChangelog, FaustProducer, ack, seek_before_resume,
+                                       seeked)
+from streams.worker.metrics import Metrics
+from streams.worker.outbox import Source
+from streams.worker.pipeline import Pipeline
+from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
+from streams.worker.store import LeadStore
+
+log = logging.getLogger("funnel.app")
+
+
+def create_app(settings: Settings, model: ScoringModel, *, projection: bool = True) -> faust.App:
+    """Build the worker app. Faust's own env vars (BROKER_URL, …) are not used for our settings."""
+    seek_before_resume()
+    assert settings.broker, "FUNNEL_BROKER must be set for a worker"
+    datadir = (settings.data_dir / "worker" / settings.app_id).resolve()
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id, broker=settings.broker, store="memory://", datadir=str(datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.session_timeout, broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0, consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0, web_enabled=settings.worker_port > 0,
+        web_port=settings.worker_port or 6066, web_bind=settings.http_host,
+        web_host=settings.http_host, autodiscover=False, producer_acks=-1)
+    metrics = Metrics()
+    if settings.worker_port > 0:
+        web.install(app, settings, metrics)
+    topics = Topics.from_settings(settings)
+    install_pipeline(app, settings, model, topics, metrics)
+    if projection:
+        install_sinks(app, settings, topics, metrics)
+    return app
+
+
+def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=settings.partitions)
+
+
+def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
+                     metrics: Metrics) -> None:
+    inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
+    holder: list[Pipeline] = []
+
+    async def on_changelog_event(event: Any) -> None:   # table recovery
+        if holder:
+            holder[0].store.recovered(event.key, event.message.partition)
+
+    table = app.Table("lead-state", default=None, partitions=settings.partitions, key_type=str,
+                      value_type=bytes, on_changelog_event=on_changelog_event)
+    pipeline = Pipeline(LeadStore(table.data, model), settings, model, topics, metrics)
+    holder.append(pipeline)
+    checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
+    producer, changelog = FaustProducer(app), FaustChangelog(table)
+    lock = asyncio.Lock()
+
+    async def commit() -> None:
+        async with lock:
+            if checkpoint.pending or pipeline.dirty():
+                records, state = pipeline.drain()
+                await checkpoint.commit(records, state, producer, changelog, ack)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        # write what is pending while the partitions are still ours, then forget their state
+        await commit()
+        pipeline.store.forget({tp.partition for tp in revoked if tp.topic == topics.events})
+
+    @app.agent(inputs, name="funnel-pipeline", concurrency=1)
+    async def funnel_pipeline(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            if not seeked(app):
+                continue
+            checkpoint.taken((manual, event))
+            pipeline.apply(Source.of(event.message))
+            if checkpoint.expired():
+                await commit()
+
+    @app.timer(settings.flush_interval)
+    async def flush_idle_batch() -> None:
+        if checkpoint.expired():
+            await commit()
+
+    intervals = [i for i in (settings.cooling_interval, settings.timer_interval) if i > 0]
+    if intervals:
+        @app.timer(min(intervals))
+        async def timer_pass() -> None:
+            if not seeked(app):
+                return
+            assigned = {tp.partition for tp in app.consumer.assignment()
+                        if tp.topic == topics.events}
+            if pipeline.timer_pass(datetime.now(timezone.utc), assigned):
+                await commit()
+
+
+def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: Metrics) -> None:
+    writer = Projection(settings.dsn(), settings.db_schema)
+    projection = ProjectionSink(topics.leads, writer, ack, settings, metrics)
+    costs = spend_sink(topics.costs, Projection(settings.dsn(), settings.db_schema), ack, settings)
+
+    async def flush(sink: TopicSink) -> None:
+        taken = await sink.flush()
+        if sink is projection:
+            projection.lag([e.message for _, e in taken],
+                           lambda m: app.consumer.highwater(m.tp))
+
+    for sink, name in ((projection, "funnel-projection"), (costs, "funnel-costs")):
+        def agent(sink: TopicSink = sink) -> Any:
+            async def run(stream: faust.StreamT) -> None:
+                manual = stream.noack()
+                async for event in manual.events():
+                    if seeked(app):
+                        sink.add(event.value, (manual, event))
+                        if sink.due():
+                            await flush(sink)
+            return run
+        app.agent(raw_topic(app, settings, sink.topic), name=name, concurrency=1)(agent())
+
+    @app.timer(settings.sink_interval)
+    async def flush_sinks() -> None:
+        for sink in (projection, costs):
+            if sink.due():
+                await flush(sink)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        for sink in (projection, costs):
+            await flush(sink)

@@ -1,0 +1,92 @@
+"""The write-behind commit protocol: outputs acknowledged → state in the changelog → end marker
+→ offsets. One ``Checkpoint`` per batch of input messages.
+
+Each message is decided at once, in memory; its effects are written here, in batches:
+
+1. **Outputs** (handoffs, transitions, alerts, snapshots, dead letters, identity messages,
+   re-keyed messages) are sent and *every send is acknowledged* by the broker. A crash before
+   this step ends loses nothing: the inputs are not acknowledged yet and will be read again,
+   and deduplication by ``messageId``/``command_id`` plus handoff ids ``lead_id:version`` make
+   the repeat harmless.
+2. **State**: one changelog record per lead changed in the batch (the latest state only), and
+   the producer flushed. Written after the outputs, so that a restart that recovers this state
+   never finds its outputs missing.
+3. **End marker**: every changelog partition just written gets one more record batch of one
+   record, under a key no lead has (``MARKER_KEY``). Some Kafka-compatible brokers (Tansu 0.6)
+   report the end of a partition as the base offset of its *last batch* + 1, and Faust's
+   recovery stops there: without the marker, the other records of a last multi-record batch
+   would be skipped at the next start.
+4. **Offsets**: the batch's input messages are acknowledged, so Faust may commit their offsets.
+   Last, because a committed offset is a promise that everything above is durable.
+
+``expired()`` says when a batch is due: ``max_events`` messages or ``max_seconds`` since its
+first message. Faust's ``take_events`` is not used: it can acknowledge a message that arrives
+while a batch is being acknowledged without ever yielding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+from funnel.model import Lead
+from streams.worker.outbox import Record
+
+MARKER_KEY = "\x00funnel-batch-end"   # no lead has this id (ids are at most 256 printable chars)
+MARKER_VALUE = b"{}"
+
+
+class Producer(Protocol):
+    async def send(self, record: Record) -> Awaitable[Any]:
+        """Queue ``record``; the awaitable completes when the broker acknowledged it."""
+
+    async def flush(self) -> None: ...
+
+
+class Changelog(Protocol):
+    def write(self, partition: int, key: str, value: bytes) -> None:
+        """Store ``value`` as ``key``'s state and queue its changelog record."""
+
+
+class Checkpoint:
+    def __init__(self, max_events: int, max_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_events, self.max_seconds, self.clock = max_events, max_seconds, clock
+        self.pending: list[Any] = []      # input messages taken, not yet acknowledged
+        self.started = clock()
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def taken(self, message: Any) -> None:
+        """``message`` was decided; it is acknowledged at the next commit."""
+        if not self.pending:
+            self.started = self.clock()
+        self.pending.append(message)
+
+    def expired(self) -> bool:
+        return bool(self.pending) and (len(self.pending) >= self.max_events
+                                       or self.clock() - self.started >= self.max_seconds)
+
+    async def commit(self, outputs: Iterable[Record], state: dict[str, tuple[int, Lead]],
+                     producer: Producer, changelog: Changelog,
+                     ack: Callable[[Any], Awaitable[None]]) -> None:
+        pending, self.pending = self.pending, []
+        # 1. outputs, each acknowledged by the broker
+        acks = [await producer.send(record) for record in outputs]
+        await producer.flush()
+        await asyncio.gather(*acks)
+        if state:
+            # 2. one changelog record per changed lead
+            for lead_id, (partition, lead) in state.items():
+                changelog.write(partition, lead_id, lead.model_dump_json().encode())
+            await producer.flush()
+            # 3. the end marker on every changelog partition written
+            for partition in sorted({p for p, _ in state.values()}):
+                changelog.write(partition, MARKER_KEY, MARKER_VALUE)
+            await producer.flush()
+        # 4. the inputs' offsets
+        for message in pending:
+            await ack(message)

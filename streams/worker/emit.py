@@ -1,0 +1,66 @@
+"""What a lead's change means to the outside: the records one decision sends.
+
+Stage changes (``funnel.transitions``) and handoffs (``funnel.handoff.*``), an SLA alert, a
+cooled temperature, and link requests to the ids the lead was known by (``funnel.identity``).
+Built from the schemas' models; the snapshot they carry is made once per change.
+"""
+
+from __future__ import annotations
+
+from funnel.config import ScoringModel
+from funnel.history import item_time, last_type
+from funnel.model import Lead
+from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
+from schemas.identity import Link
+from schemas.lead import TransitionRecord
+from streams.topics import Topics
+from streams.worker.metrics import Metrics
+from streams.worker.outbox import Outbox
+
+
+class Emitter:
+    def __init__(self, outbox: Outbox, topics: Topics, model: ScoringModel,
+                 metrics: Metrics) -> None:
+        self.outbox, self.topics, self.metrics = outbox, topics, metrics
+        self.half_life = model.interest.half_life_days
+        self.sla_hours = model.lifecycle.sla.sql_hours
+
+    def change(self, old: Lead, new: Lead, transitions: list[TransitionRecord],
+               cooled: bool = False) -> None:
+        breached = new.sla_breached_at is not None and new.sla_breached_at != old.sla_breached_at
+        snap = new.snapshot(self.half_life) if (transitions or breached or cooled) else None
+        for t in transitions:
+            assert snap is not None
+            self.outbox.cloudevent(self.topics.transitions, new.lead_id, transition_event(t, snap))
+            self.metrics.transitions.labels(t.to_stage).inc()
+            handoff = handoff_event(t, snap)
+            if handoff is not None:
+                self.outbox.cloudevent(self.topics.handoff(t.to_stage), new.lead_id, handoff)
+                self.metrics.handoffs.labels(t.to_stage).inc()
+        if breached:
+            assert snap is not None
+            self.outbox.cloudevent(self.topics.alerts, new.lead_id,
+                                   sla_breached_event(snap, self.sla_hours))
+            self.metrics.alerts.inc()
+        if cooled and new.interest_at is not None:
+            assert snap is not None
+            self.outbox.cloudevent(self.topics.transitions, new.lead_id,
+                                   cooled_event(snap, old.temperature))
+        for other in new.aliases:
+            if other not in old.aliases and other not in new.merged_from:
+                self.identity(other, Link.model_validate({
+                    "from": other, "into": new.lead_id, "email": _text(new.traits.get("email")),
+                    "at": item_time(new.history[-1]) if new.history else new.last_activity_at,
+                    "via": "alias" if last_type(new) == "alias" else "identify"}))
+
+    def identity(self, key: str, message: object) -> None:
+        """An identity protocol message (``schemas.identity``) for the lead ``key``."""
+        self.outbox.send(self.topics.identity, key, message.encode())  # type: ignore[attr-defined]
+
+    def snapshot(self, lead: Lead) -> None:
+        self.outbox.send(self.topics.leads, lead.lead_id,
+                         lead.snapshot(self.half_life).model_dump_json().encode())
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,78 @@
+"""What a batch will send: records in order, and the one way to dead-letter a message.
+
+The outbox only collects; the checkpoint sends (``streams.worker.checkpoint``). Counting
+happens here, when a record is decided, so that every dead letter is counted by its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.topics import Topics
+from streams.worker.metrics import Metrics
+
+CLOUDEVENT_HEADERS = [("content-type", b"application/cloudevents+json")]
+DETAIL_BYTES = 2000   # the error_detail header is cut to this many characters
+
+
+@dataclass
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message was read: what a dead letter names in its headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, message: Any) -> "Source":
+        """From a Faust/aiokafka message (or anything with the same attributes)."""
+        return cls(message.topic, message.partition, message.offset, message.key, message.value,
+                   tuple(message.headers or ()))
+
+
+class Outbox:
+    def __init__(self, topics: Topics, metrics: Metrics) -> None:
+        self.topics, self.metrics = topics, metrics
+        self.records: list[Record] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def take(self) -> list[Record]:
+        """Everything collected so far, in order; the outbox is empty afterwards."""
+        records, self.records = self.records, []
+        return records
+
+    def send(self, topic: str, key: str | bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        raw_key = key.encode() if isinstance(key, str) else key
+        self.records.append(Record(topic, raw_key, value, list(headers or [])))
+
+    def cloudevent(self, topic: str, key: str, event: Any) -> None:
+        """A CloudEvent (structured mode) keyed by ``key``."""
+        self.send(topic, key, event.model_dump_json().encode(), CLOUDEVENT_HEADERS)
+
+    def dead_letter(self, source: Source, code: str, detail: str) -> None:
+        """The original bytes, unchanged, on the DLQ with the reason and where they came from."""
+        headers = [("error", code.encode()), ("error_detail", detail[:DETAIL_BYTES].encode()),
+                   ("source_topic", source.topic.encode()),
+                   ("source_partition", str(source.partition).encode()),
+                   ("source_offset", str(source.offset).encode())]
+        self.send(self.topics.dlq, source.key, source.value, headers)
+        self.metrics.dead_letters.labels(code).inc()
+
+    def rekey(self, source: Source, key: str) -> None:
+        """The message again on its own topic, under the key it should have had."""
+        self.send(source.topic, key, source.value, list(source.headers))

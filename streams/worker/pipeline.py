@@ -1,0 +1,153 @@
+"""The pipeline: decode (``schemas``) → route → decide (``funnel``) → emit → checkpoint.
+
+Faust-free. ``apply`` decides one input message at once, in memory; ``drain`` hands the
+checkpoint what a batch changed (its records and the changed leads' states). No single message
+can end the worker: whatever a handler raises becomes a ``processing_error`` dead letter.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from funnel.config import ScoringModel
+from funnel.decide import CommandRefused, Message, process
+from funnel.history import compact
+from funnel.model import Lead
+from funnel.timers import next_due, tick
+from schemas.commands import SalesCommand, parse_command
+from schemas.costs import AdSpend, parse_interaction
+from schemas.events import InteractionEvent
+from schemas.identity import Absorb, Forward, Link, parse_identity
+from schemas.lead import TransitionRecord
+from streams.settings import Settings
+from streams.topics import Topics
+from streams.worker.emit import Emitter
+from streams.worker.identity import IdentityProtocol
+from streams.worker.metrics import Metrics
+from streams.worker.outbox import Outbox, Record, Source
+from streams.worker.route import Router
+from streams.worker.schedule import DeadlineSchedule
+from streams.worker.store import LeadStore
+
+log = logging.getLogger("funnel.pipeline")
+
+
+class Pipeline:
+    def __init__(self, store: LeadStore, settings: Settings, model: ScoringModel,
+                 topics: Topics, metrics: Metrics | None = None) -> None:
+        self.store, self.settings, self.model, self.topics = store, settings, model, topics
+        self.metrics = metrics or Metrics()
+        self.outbox = Outbox(topics, self.metrics)
+        self.emitter = Emitter(self.outbox, topics, model, self.metrics)
+        self.identity = IdentityProtocol(self)
+        self.schedule = DeadlineSchedule()
+        self.cooling = settings.cooling_interval > 0
+        self.deadlines = settings.timer_interval > 0
+        self.seeded = False
+        max_bytes = settings.max_event_bytes
+        self.router = Router(self.outbox, decoders={
+            topics.events: lambda raw: parse_interaction(raw, max_bytes),
+            topics.feedback: lambda raw: parse_command(raw, max_bytes),
+            topics.identity: parse_identity,
+        }, handlers={
+            InteractionEvent: self.on_event,
+            SalesCommand: self.on_command,
+            AdSpend: self.on_spend,
+            Link: self.identity.on_link,
+            Absorb: self.identity.on_absorb,
+            Forward: self.identity.on_forward,
+        })
+
+    # --- one message ---------------------------------------------------------------------
+
+    def apply(self, source: Source) -> None:
+        """Decide one input message; nothing is sent yet."""
+        try:
+            self.router.route(source)
+        except Exception as exc:  # the worker never dies on one message
+            log.exception("processing failed at %s[%s]@%s", source.topic, source.partition,
+                          source.offset)
+            self.outbox.dead_letter(source, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    def on_event(self, event: InteractionEvent, source: Source) -> None:
+        self.metrics.events.labels(event.type).inc()
+        self.decide(event.lead_key, event, source)
+
+    def on_command(self, command: SalesCommand, source: Source) -> None:
+        self.metrics.commands.labels(command.action).inc()
+        self.decide(command.lead_id, command, source)
+
+    def on_spend(self, spend: AdSpend, source: Source) -> None:
+        """Campaign spend, not a lead's interaction: on to ``funnel.costs``."""
+        self.outbox.send(self.topics.costs, spend.campaign, spend.model_dump_json().encode())
+
+    def decide(self, lead_id: str, message: Message, source: Source) -> None:
+        lead = self.store.load(lead_id, source.partition)
+        if lead.merged_into is not None:
+            # this id now belongs to a known lead: the message goes there
+            self.identity.forward(lead, compact(message))
+            return
+        try:
+            new, transitions = process(lead, message, self.model)
+        except CommandRefused as exc:
+            self.outbox.dead_letter(source, "command_refused", exc.reason)
+            return
+        if new is not lead:   # else a duplicate: counted once already
+            self.changed(lead, new, source.partition, transitions)
+
+    # --- a changed lead --------------------------------------------------------------------
+
+    def keep(self, lead: Lead, partition: int) -> None:
+        """``lead`` is the new live state; its next deadline is scheduled."""
+        self.store.keep(lead, partition)
+        if self.cooling or self.deadlines:
+            self.schedule.set(lead.lead_id, next_due(lead, self.model, cooling=self.cooling))
+
+    def changed(self, old: Lead, new: Lead, partition: int, transitions: list[TransitionRecord],
+                cooled: bool = False) -> None:
+        """Keep ``new`` and emit what the change means."""
+        self.keep(new, partition)
+        self.emitter.change(old, new, transitions, cooled)
+
+    # --- the clock -------------------------------------------------------------------------
+
+    def timer_pass(self, now: datetime, assigned: set[int]) -> int:
+        """Apply the deadlines (SLA breaches, expired MQLs) and the cooling due by ``now`` to
+        every lead of ours; returns how many leads changed. The schedule is rebuilt from the
+        recovered state after a restart."""
+        if not self.seeded:   # leads recovered from the changelog: schedule them once
+            self.seeded = True
+            for lead_id, p in list(self.store.partition_of.items()):
+                if lead_id not in self.schedule and p in assigned:
+                    self.keep_schedule(self.store.load(lead_id, p))
+        changed = 0
+        for lead_id in self.schedule.pop_due(now):
+            p = self.store.partition_of.get(lead_id)
+            if p is None or p not in assigned:
+                continue
+            lead = self.store.load(lead_id, p)
+            new, transitions = tick(lead, now, self.model, cooling=self.cooling,
+                                    deadlines=self.deadlines)
+            if new is not lead:
+                self.changed(lead, new, p, transitions, cooled=new.temperature != lead.temperature)
+                changed += 1
+            else:
+                self.keep_schedule(lead)
+        return changed
+
+    def keep_schedule(self, lead: Lead) -> None:
+        self.schedule.set(lead.lead_id, next_due(lead, self.model, cooling=self.cooling))
+
+    # --- the batch -------------------------------------------------------------------------
+
+    def dirty(self) -> bool:
+        return bool(self.outbox) or bool(self.store.dirty)
+
+    def drain(self) -> tuple[list[Record], dict[str, tuple[int, Lead]]]:
+        """What the batch changed: the records to send (a snapshot per changed lead last) and
+        the changed leads' states for the changelog."""
+        state = self.store.take_dirty()
+        for _, lead in state.values():
+            self.emitter.snapshot(lead)
+        return self.outbox.take(), state

@@ -1,0 +1,79 @@
+"""The worker's writers into PostgreSQL, each a ``BatchingSink`` over one topic:
+``funnel.leads`` → the lead tables (``ProjectionSink``), ``funnel.costs`` → ``campaign_costs``.
+
+Faust-free: a message is any token the ``ack`` coroutine understands (the wiring passes
+``(stream, event)``); the value is decoded here, and a foreign value on the topic is skipped
+with a log line (and still acknowledged) instead of stopping the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.costs import AdSpend
+from schemas.lead import LeadSnapshot
+from streams.db.writer import Projection
+from streams.settings import Settings
+from streams.worker.metrics import Metrics
+from streams.worker.sink import BatchingSink
+
+log = logging.getLogger("funnel.sinks")
+
+Ack = Callable[[Any], Awaitable[None]]
+
+
+class TopicSink:
+    """Values of one topic, decoded as ``model``, written in batches by ``write``."""
+
+    def __init__(self, topic: str, model: type[BaseModel],
+                 write: Callable[[list[Any]], Awaitable[Any]], ack: Ack, settings: Settings) -> None:
+        self.topic, self.model = topic, model
+        self.batch: BatchingSink[Any] = BatchingSink(write, ack, settings.sink_max_items,
+                                                     settings.sink_interval)
+
+    def add(self, value: bytes | None, token: Any) -> None:
+        try:
+            item = self.model.model_validate_json(value or b"")
+        except Exception as exc:  # a foreign message on our topic: skip it, say so
+            log.error("skipping an unreadable %s on %s: %s", self.model.__name__, self.topic, exc)
+            item = None
+        self.batch.add(item, token)
+
+    def due(self) -> bool:
+        return self.batch.due()
+
+    async def flush(self) -> list[Any]:
+        return await self.batch.flush()
+
+
+class ProjectionSink(TopicSink):
+    """Snapshots into the lead tables; counts rows and keeps the projection's lag."""
+
+    def __init__(self, topic: str, writer: Projection, ack: Ack, settings: Settings,
+                 metrics: Metrics) -> None:
+        super().__init__(topic, LeadSnapshot, self.write, ack, settings)
+        self.writer, self.metrics = writer, metrics
+        self.behind: dict[int, int] = {}   # partition -> snapshots behind its high watermark
+
+    async def write(self, snapshots: list[LeadSnapshot]) -> None:
+        self.metrics.projected.inc(await self.writer.write(snapshots))
+
+    def lag(self, messages: list[Any], highwater: Callable[[Any], int | None]) -> None:
+        """Record the lag after writing ``messages`` (Kafka messages: ``partition``,
+        ``offset``, ``timestamp``); ``highwater(message)`` is its partition's end."""
+        if not messages:
+            return
+        for m in messages:
+            self.behind[m.partition] = max((highwater(m) or 0) - m.offset - 1, 0)
+        self.metrics.set_projection_lag(sum(self.behind.values()))
+        self.metrics.projection_lag_seconds.set(max(time.time() - messages[-1].timestamp, 0.0))
+
+
+def spend_sink(topic: str, writer: Projection, ack: Ack, settings: Settings) -> TopicSink:
+    """Spend reports into ``campaign_costs`` (the latest report for a period wins)."""
+    return TopicSink(topic, AdSpend, writer.write_spends, ack, settings)

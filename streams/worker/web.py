@@ -1,0 +1,38 @@
+"""The worker's HTTP pages on ``FUNNEL_WORKER_PORT``: ``/metrics`` (Faust's Prometheus sensor
+and Funnel's counters in one registry) and ``/healthz``."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings
+from streams.worker.faust_glue import seeked
+from streams.worker.metrics import Metrics
+
+
+def install(app: faust.App, settings: Settings, metrics: Metrics) -> None:
+    """``/metrics`` (Faust's Prometheus sensor and Funnel's counters) and ``/healthz``."""
+    import psycopg
+    from faust.sensors.prometheus import setup_prometheus_sensors
+
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="funnel_faust")
+
+    @app.page("/healthz")
+    async def healthz(self, request):  # type: ignore[no-untyped-def]
+        checks: dict[str, object] = {}
+        ok = True
+        try:
+            async with await psycopg.AsyncConnection.connect(settings.dsn(),
+                                                             connect_timeout=3) as conn:
+                await conn.execute("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001  (reported, not raised)
+            checks["database"], ok = f"error: {exc}".strip(), False
+        assigned = app.consumer.assignment() if app.consumer else set()
+        checks["broker"] = "ok" if assigned else "no partitions assigned yet"
+        checks["recovered"] = seeked(app)
+        checks["assigned_partitions"] = len(assigned)
+        checks["projection_lag_messages"] = metrics.projection_behind
+        ok = ok and bool(assigned) and seeked(app)
+        return self.json({"status": "ok" if ok else "unavailable", **checks},
+                         status=200 if ok else 503)

@@ -1,0 +1,292 @@
+"""The worker's Faust-free parts with plain fakes: a dict as the table, a list as the producer.
+
+Each message goes the one way: decode (schemas) → route → decide (funnel) → emit → checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from funnel.config import load_model
+from funnel.decide import new_lead, process
+from schemas.identity import MAX_HOPS, Absorb, Forward, Link, parse_identity
+from schemas.lead import LeadSnapshot
+from streams.settings import Settings
+from streams.topics import Topics
+from streams.worker.checkpoint import MARKER_KEY, Checkpoint
+from streams.worker.outbox import Record, Source
+from streams.worker.pipeline import Pipeline
+from streams.worker.schedule import DeadlineSchedule
+from streams.worker.sink import BatchingSink
+from streams.worker.store import LeadStore
+from tests.unit.helpers import GOOD_TRAITS, T0, at, command, event, identify
+
+MODEL = load_model()
+SETTINGS = Settings(broker="kafka://127.0.0.1:1", cooling_interval=0, timer_interval=30)
+TOPICS = Topics.from_settings(SETTINGS)
+
+
+def pipeline(table: dict[str, bytes] | None = None) -> Pipeline:
+    return Pipeline(LeadStore({} if table is None else table, MODEL), SETTINGS, MODEL, TOPICS)
+
+
+def source(value: Any, key: str | None, topic: str = TOPICS.events, partition: int = 0,
+           offset: int = 0) -> Source:
+    raw = value if isinstance(value, (bytes, type(None))) else (
+        value.model_dump_json(by_alias=True).encode() if hasattr(value, "model_dump_json")
+        else orjson.dumps(value))
+    return Source(topic, partition, offset, key.encode() if key else None, raw)
+
+
+def on(records: list[Record], topic: str) -> list[Record]:
+    return [r for r in records if r.topic == topic]
+
+
+def header(record: Record, name: str) -> str:
+    return dict(record.headers)[name].decode()
+
+
+def test_an_event_is_decided_at_once_and_written_behind_as_a_snapshot_and_a_state():
+    p = pipeline()
+    p.apply(source(identify(lead="u-1"), "u-1"))
+    assert p.store.live[0]["u-1"].traits["email"] == GOOD_TRAITS["email"]
+    records, state = p.drain()
+    snaps = [LeadSnapshot.model_validate_json(r.value) for r in on(records, TOPICS.leads)]
+    assert [s.lead_id for s in snaps] == ["u-1"] and snaps[0].quality == "high"
+    assert set(state) == {"u-1"} and state["u-1"][0] == 0
+    assert p.drain() == ([], {}), "a drained batch leaves nothing behind"
+
+
+def test_the_same_message_twice_changes_nothing_the_second_time():
+    p = pipeline()
+    e = event(name="Content Downloaded", lead="u-1")
+    p.apply(source(e, "u-1"))
+    p.drain()
+    p.apply(source(e, "u-1", offset=1))
+    assert p.drain() == ([], {})
+
+
+def test_bytes_that_are_not_json_go_to_the_dlq_with_the_reason_and_where_they_came_from():
+    p = pipeline()
+    p.apply(source(b"not json {", "k", partition=3, offset=41))
+    (dead,) = on(p.drain()[0], TOPICS.dlq)
+    assert dead.value == b"not json {" and dead.key == b"k"
+    assert header(dead, "error") == "invalid_json"
+    assert (header(dead, "source_topic"), header(dead, "source_partition"),
+            header(dead, "source_offset")) == (TOPICS.events, "3", "41")
+    assert p.metrics.dead_letters.labels("invalid_json")._value.get() == 1
+
+
+def test_a_message_keyed_by_something_else_goes_back_to_its_topic_under_the_lead_key():
+    p = pipeline()
+    p.apply(source(event(name="Content Downloaded", lead="u-7"), "wrong-key"))
+    records, state = p.drain()
+    assert [(r.topic, r.key) for r in records] == [(TOPICS.events, b"u-7")] and state == {}
+
+
+def test_a_spend_report_goes_to_the_costs_topic_not_to_a_lead():
+    p = pipeline()
+    spend = event(name="Ad Spend Reported", lead="ads-google",
+                  properties={"campaign": "q4", "period": "2026-11", "amount": 100,
+                              "currency": "USD"})
+    p.apply(source(spend, "ads-google"))
+    records, state = p.drain()
+    assert [r.topic for r in records] == [TOPICS.costs] and state == {}
+    assert orjson.loads(records[0].value)["campaign"] == "q4"
+
+
+def test_a_refused_command_is_dead_lettered_and_changes_nothing():
+    p = pipeline()
+    p.apply(source(command("won", lead="u-1", amount=10.0), "u-1", topic=TOPICS.feedback))
+    records, state = p.drain()
+    assert [header(r, "error") for r in records] == ["command_refused"] and state == {}
+
+
+def test_whatever_a_handler_raises_becomes_a_processing_error_dead_letter():
+    p = pipeline()
+
+    def broken(message: Any, src: Source) -> None:
+        raise RuntimeError("boom")
+
+    p.router.handlers[type(identify())] = broken
+    p.apply(source(identify(lead="u-1"), "u-1"))
+    (dead,) = p.drain()[0]
+    assert header(dead, "error") == "processing_error" and "boom" in header(dead, "error_detail")
+
+
+def test_identity_link_absorb_forward_merge_an_anonymous_visitor_into_the_known_lead():
+    p = pipeline()
+    # the anonymous visitor downloads something; then the known lead identifies with that id
+    p.apply(source(event(name="Content Downloaded", lead=None, anonymousId="a-1", when=at(1)),
+                   "a-1", partition=1))
+    p.apply(source(identify(lead="u-1", anonymousId="a-1", when=at(5)), "u-1"))
+    links = on(p.drain()[0], TOPICS.identity)
+    assert [r.key for r in links] == [b"a-1"]
+    link = parse_identity(links[0].value)
+    assert isinstance(link, Link) and (link.from_, link.into) == ("a-1", "u-1")
+    # the link reaches a-1's partition: a-1 is merged and its history goes to u-1
+    p.apply(source(links[0].value, "a-1", topic=TOPICS.identity, partition=1))
+    (absorb_rec,) = on(p.drain()[0], TOPICS.identity)
+    absorb = parse_identity(absorb_rec.value)
+    assert isinstance(absorb, Absorb) and len(absorb.items) == 1
+    assert p.store.live[1]["a-1"].merged_into == "u-1"
+    # u-1 replays it: the download counts for the known lead
+    before = p.store.live[0]["u-1"].interest_raw
+    p.apply(source(absorb_rec.value, "u-1", topic=TOPICS.identity))
+    merged = p.store.live[0]["u-1"]
+    assert merged.interest_raw > before and "a-1" in merged.merged_from
+    p.drain()
+    # a later message under the merged id is forwarded to the known lead
+    p.apply(source(event(name="Webinar Attended", lead=None, anonymousId="a-1", when=at(9)),
+                   "a-1", partition=1))
+    (fwd_rec,) = on(p.drain()[0], TOPICS.identity)
+    fwd = parse_identity(fwd_rec.value)
+    assert isinstance(fwd, Forward) and fwd.into == "u-1" and fwd.hops == 1
+
+
+def test_an_identity_chain_longer_than_the_hop_limit_is_dead_lettered():
+    table = {"u-2": new_lead("u-2", MODEL).model_copy(update={"merged_into": "u-3"})
+             .model_dump_json().encode()}
+    p = pipeline(table)
+    looping = Absorb.model_validate({"from": "a-9", "into": "u-2", "hops": MAX_HOPS})
+    p.apply(source(looping, "u-2", topic=TOPICS.identity))
+    (dead,) = p.drain()[0]
+    assert header(dead, "error") == "identity_loop"
+    shorter = Absorb.model_validate({"from": "a-9", "into": "u-2", "hops": 1})
+    p.apply(source(shorter, "u-2", topic=TOPICS.identity))
+    (followed,) = p.drain()[0]
+    nxt = parse_identity(followed.value)
+    assert followed.key == b"u-3" and nxt.into == "u-3" and nxt.hops == 2
+
+
+def test_an_invalid_identity_message_is_dead_lettered_with_its_reason():
+    p = pipeline()
+    p.apply(source({"kind": "teleport", "from": "a", "into": "b"}, "a", topic=TOPICS.identity))
+    (dead,) = p.drain()[0]
+    assert header(dead, "error") == "invalid_identity_message"
+
+
+def test_the_store_prefers_live_state_over_the_table_and_forgets_revoked_partitions():
+    lead, _ = process(new_lead("u-1", MODEL), identify(lead="u-1"), MODEL)
+    store = LeadStore({"u-1": lead.model_dump_json().encode()}, MODEL)
+    assert store.load("u-1", 0).traits == lead.traits
+    newer = lead.model_copy(update={"version": 99})
+    store.keep(newer, 0)
+    assert store.load("u-1", 0).version == 99
+    store.forget({0})
+    assert store.load("u-1", 0).version == lead.version
+    assert store.load("nobody", 0).version == 0
+
+
+def test_the_deadline_schedule_yields_due_leads_in_time_order_and_skips_superseded_ones():
+    s = DeadlineSchedule()
+    s.set("a", T0 + timedelta(hours=3))
+    s.set("b", T0 + timedelta(hours=1))
+    s.set("a", T0 + timedelta(hours=2))     # rescheduled: the 3h entry is stale
+    s.set("c", T0 + timedelta(hours=5))
+    s.set("c", None)                        # nothing due any more
+    assert list(s.pop_due(T0 + timedelta(hours=4))) == ["b", "a"]
+    assert len(s) == 0 and list(s.pop_due(T0 + timedelta(days=9))) == []
+
+
+class ListProducer:
+    """A list as the producer: every send is recorded and acknowledged."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    async def send(self, record: Record) -> Any:
+        self.log.append(("send", record.topic, record.key))
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def flush(self) -> None:
+        self.log.append(("flush",))
+
+
+class DictChangelog:
+    def __init__(self, table: dict, log: list) -> None:
+        self.table, self.log = table, log
+
+    def write(self, partition: int, key: str, value: bytes) -> None:
+        self.table[key] = value
+        self.log.append(("changelog", partition, key))
+
+
+def test_the_checkpoint_sends_outputs_then_state_then_the_end_marker_then_acks():
+    log: list = []
+    table: dict[str, bytes] = {}
+    p = pipeline(table)
+    cp = Checkpoint(max_events=100, max_seconds=60)
+    for i, lead in enumerate(["u-1", "u-2"]):
+        cp.taken(f"msg-{i}")
+        p.apply(source(identify(lead=lead), lead, partition=i))
+
+    async def ack(message: str) -> None:
+        log.append(("ack", message))
+
+    records, state = p.drain()
+    asyncio.run(cp.commit(records, state, ListProducer(log), DictChangelog(table, log), ack))
+    kinds = [entry[0] for entry in log]
+    last_send = max(i for i, k in enumerate(kinds) if k == "send")
+    first_changelog = kinds.index("changelog")
+    first_ack = kinds.index("ack")
+    assert last_send < first_changelog < first_ack
+    markers = [e for e in log if e[0] == "changelog" and e[2] == MARKER_KEY]
+    assert sorted(e[1] for e in markers) == [0, 1]
+    assert max(i for i, e in enumerate(log) if e[0] == "changelog") < first_ack
+    assert [e[1] for e in log if e[0] == "ack"] == ["msg-0", "msg-1"] and len(cp) == 0
+    assert set(table) == {"u-1", "u-2", MARKER_KEY}
+
+
+def test_a_checkpoint_expires_by_count_or_by_time_since_its_first_message():
+    now = [0.0]
+    cp = Checkpoint(max_events=3, max_seconds=1.0, clock=lambda: now[0])
+    assert not cp.expired()
+    cp.taken("a")
+    cp.taken("b")
+    assert not cp.expired()
+    now[0] = 1.5
+    assert cp.expired()
+    cp2 = Checkpoint(max_events=2, max_seconds=60, clock=lambda: now[0])
+    cp2.taken("a")
+    cp2.taken("b")
+    assert cp2.expired()
+
+
+def test_the_batching_sink_writes_then_acknowledges_and_acks_skipped_items_too():
+    written: list[list[str]] = []
+    acked: list[str] = []
+    now = [0.0]
+
+    async def write(items: list[str]) -> None:
+        assert not acked, "nothing is acknowledged before it is written"
+        written.append(items)
+
+    async def ack(message: str) -> None:
+        acked.append(message)
+
+    sink: BatchingSink[str] = BatchingSink(write, ack, max_items=3, max_seconds=0.5,
+                                           clock=lambda: now[0])
+    sink.add("row-1", "m1")
+    sink.add(None, "m2")          # unreadable: not written, still acknowledged in order
+    assert not sink.due()
+    now[0] = 0.6
+    assert sink.due()
+    assert asyncio.run(sink.flush()) == ["m1", "m2"]
+    assert written == [["row-1"]] and acked == ["m1", "m2"] and not sink.due()
+
+
+@pytest.mark.parametrize("value", [b"", b"[]", b'{"kind": "link", "from": "", "into": "x"}'])
+def test_identity_messages_are_typed_and_refuse_what_does_not_fit(value: bytes):
+    from schemas.wire import InvalidMessage
+
+    with pytest.raises(InvalidMessage) as err:
+        parse_identity(value)
+    assert err.value.code == "invalid_identity_message"
