@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.limits import LimitExceeded, check_amount, check_values
 from schemas.wire import MAX_EVENT_BYTES, InvalidMessage, decode_object, describe, utc
 
 Action = Literal["create", "accept", "reject", "disqualify", "won", "lost", "reopen"]
@@ -36,6 +37,11 @@ class SalesCommand(BaseModel):
 def parse_command(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> SalesCommand:
     """Validate the bytes of one ``funnel.sales-feedback`` message, or raise InvalidMessage."""
     data = decode_object(raw, max_bytes)
+    try:
+        check_values(data)
+        check_amount(data.get("amount"), "amount")
+    except LimitExceeded as exc:
+        raise InvalidMessage("limit_exceeded", str(exc)) from None
     try:
         return SalesCommand.model_validate(data)
     except ValidationError as exc:

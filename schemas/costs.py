@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.events import InteractionEvent, parse_event
 from schemas.wire import MAX_EVENT_BYTES, InvalidMessage
 
+MAX_SPEND = Decimal("1e12")   # campaign_costs.amount is numeric(14, 2)
+
 COLUMNS = ("campaign", "period", "amount", "currency")
 AD_SPEND_EVENT = "Ad Spend Reported"
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
@@ -72,6 +74,8 @@ def spend(campaign: Any, period: Any, amount: Any, currency: Any) -> Spend:
         raise ValueError(f"amount {amount!r} is not a number") from None
     if not value.is_finite() or value < 0:
         raise ValueError(f"amount {amount!r} must be a number ≥ 0")
+    if value >= MAX_SPEND:
+        raise ValueError(f"amount {amount!r} must be less than {MAX_SPEND}")
     code = str(currency or "").strip().upper()
     if not re.fullmatch(r"[A-Z]{3}", code):
         raise ValueError(f"currency {currency!r} is not a 3-letter code (ISO 4217)")

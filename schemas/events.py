@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.limits import LimitExceeded, check_limits
+from schemas.limits import LimitExceeded, check_amount, check_limits
 from schemas.wire import MAX_EVENT_BYTES, InvalidMessage, decode_object, describe, utc
 
 __all__ = ["MAX_EVENT_BYTES", "InteractionEvent", "InvalidMessage", "parse_event", "validate_event"]
@@ -100,6 +100,9 @@ def validate_event(data: dict[str, Any]) -> InteractionEvent:
     limits (``limit_exceeded``, naming the limit) first, then the Segment Spec shape."""
     try:
         check_limits(data)
+        properties = data.get("properties")
+        if isinstance(properties, dict):
+            check_amount(properties.get("revenue"), "properties.revenue")
     except LimitExceeded as exc:
         raise InvalidMessage("limit_exceeded", str(exc)) from None
     try:

@@ -7,6 +7,7 @@ grow without bound. Every refusal names the limit it broke (``InvalidMessage.cod
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 MAX_STRING = 8192          # characters in one string value (a property, a trait, a URL)
@@ -15,6 +16,8 @@ MAX_DEPTH = 6              # levels of nesting inside properties, traits and con
 MAX_KEYS = 200             # keys in one object (properties, traits, context, or nested)
 MAX_ITEMS = 200            # items in one array
 MAX_UNKNOWN_FIELDS = 32    # top-level fields the Segment Spec does not define (kept as they are)
+MAX_NUMBER = 1e15          # magnitude of any number (past it, sums and columns overflow)
+MAX_AMOUNT = 1e9           # one order's revenue or amount (the columns are numeric(14, 2))
 
 SPEC_FIELDS = frozenset({
     "messageId", "type", "timestamp", "userId", "anonymousId", "event", "name", "previousId",
@@ -23,7 +26,11 @@ SPEC_FIELDS = frozenset({
 })
 
 LIMITS = {"max_string": MAX_STRING, "max_key": MAX_KEY, "max_depth": MAX_DEPTH,
-          "max_keys": MAX_KEYS, "max_items": MAX_ITEMS, "max_unknown_fields": MAX_UNKNOWN_FIELDS}
+          "max_keys": MAX_KEYS, "max_items": MAX_ITEMS, "max_unknown_fields": MAX_UNKNOWN_FIELDS,
+          "max_number": MAX_NUMBER, "max_amount": MAX_AMOUNT,
+          # PostgreSQL text and jsonb cannot hold U+0000: a lead carrying one could never be
+          # projected (its snapshot would be refused on every retry)
+          "no_nul": 0}
 
 
 class LimitExceeded(ValueError):
@@ -38,14 +45,39 @@ def check_limits(message: dict[str, Any]) -> None:
     if len(unknown) > MAX_UNKNOWN_FIELDS:
         raise LimitExceeded("max_unknown_fields", "message",
                             f"{len(unknown)} fields outside the Segment Spec")
+    check_values(message)
+
+
+def check_values(message: dict[str, Any]) -> None:
+    """The limits on values alone (strings, numbers, nesting), for any message."""
     for key, value in message.items():
+        _text(key, "message")
         _walk(value, key, 0)
+
+
+def check_amount(value: Any, where: str) -> None:
+    """A money amount (a number, or a string holding one) within ``MAX_AMOUNT``."""
+    try:
+        n = float(value) if isinstance(value, (int, float, str)) and value != "" else None
+    except ValueError:
+        return   # not a number: not an amount (the model ignores it)
+    if n is not None and not (math.isfinite(n) and abs(n) <= MAX_AMOUNT):
+        raise LimitExceeded("max_amount", where, f"an amount of {value!r}")
+
+
+def _text(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise LimitExceeded("no_nul", where, "a NUL character (U+0000)")
 
 
 def _walk(value: Any, where: str, depth: int) -> None:
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             raise LimitExceeded("max_string", where, f"a string of {len(value)} characters")
+        _text(value, where)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+            raise LimitExceeded("max_number", where, f"the number {value!r}")
     elif isinstance(value, dict):
         if depth >= MAX_DEPTH:
             raise LimitExceeded("max_depth", where, f"objects nested deeper than {MAX_DEPTH}")
@@ -54,6 +86,7 @@ def _walk(value: Any, where: str, depth: int) -> None:
         for k, v in value.items():
             if len(k) > MAX_KEY:
                 raise LimitExceeded("max_key", where, f"a key of {len(k)} characters")
+            _text(k, where)
             _walk(v, f"{where}.{k}", depth + 1)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:

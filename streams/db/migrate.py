@@ -23,22 +23,27 @@ def connect_kwargs(schema: str) -> dict:
 
 
 def migrate(dsn: str, schema: str = "public") -> list[str]:
-    """Apply the SQL migrations not yet applied; returns the names applied now."""
+    """Apply the SQL migrations not yet applied; returns the names applied now. Safe from many
+    workers at once: one session-level advisory lock is taken before anything else (before
+    ``CREATE SCHEMA IF NOT EXISTS`` too, which races on ``pg_namespace`` otherwise)."""
     applied_now = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    with psycopg.connect(dsn, **connect_kwargs(schema)) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                     "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-        done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
-        for name, text in migrations():
-            if name in done:
-                continue
-            conn.execute(text)  # type: ignore[call-overload]
-            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-            applied_now.append(name)
-        conn.commit()
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            with conn.transaction():
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY "
+                             "KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+                done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+                for name, text in migrations():
+                    if name in done:
+                        continue
+                    conn.execute(text)  # type: ignore[call-overload]
+                    conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+                    applied_now.append(name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     return applied_now
 
 

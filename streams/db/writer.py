@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import orjson
 import psycopg
@@ -19,6 +20,12 @@ from schemas.lead import LeadSnapshot
 from streams.db.migrate import connect_kwargs
 
 log = logging.getLogger("funnel.projection")
+
+T = TypeVar("T")
+Refused = Callable[[T, Exception], Awaitable[None]]
+# errors that are the row's fault (a NUL in text, a number out of a column's range, a broken
+# constraint): retrying cannot help, so the row is set aside and the others are written
+ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
 # the leads table: every column, with how a snapshot fills it (the one definition: the upsert
 # statement and the rows are both made from it; the table itself is in migrations/)
@@ -128,35 +135,57 @@ class Projection:
             self.conn = await psycopg.AsyncConnection.connect(self.dsn, **connect_kwargs(self.schema))
         return self.conn
 
-    async def write(self, snapshots: Iterable[LeadSnapshot]) -> int:
+    async def write(self, snapshots: Iterable[LeadSnapshot],
+                    refused: Refused[LeadSnapshot] | None = None) -> int:
+        """Upsert the latest snapshot per lead with its stage changes and orders, in one
+        transaction; returns the rows written. A row PostgreSQL refuses (a value it cannot hold)
+        is passed to ``refused`` and the rest of the batch is written."""
         batch = latest_per_lead(snapshots)
-        if not batch:
-            return 0
         batch.sort(key=lambda s: s.lead_id)   # a stable lock order between workers
-        leads = [lead_row(s) for s in batch]
-        transitions = [row for s in batch for row in transition_rows(s)]
-        orders = [row for s in batch for row in order_rows(s)]
 
-        async def work(cur: psycopg.AsyncCursor) -> None:
-            await cur.executemany(UPSERT_LEADS, leads)
+        async def work(cur: psycopg.AsyncCursor, part: list[LeadSnapshot]) -> None:
+            await cur.executemany(UPSERT_LEADS, [lead_row(s) for s in part])
+            transitions = [row for s in part for row in transition_rows(s)]
             if transitions:
                 await cur.executemany(INSERT_TRANSITIONS, transitions)
+            orders = [row for s in part for row in order_rows(s)]
             if orders:
                 await cur.executemany(INSERT_ORDERS, orders)
 
-        await self._transaction(work, "projection")
-        self.rows_written += len(leads)
-        return len(leads)
+        written = await self._each_or_all(batch, work, "projection", refused)
+        self.rows_written += written
+        return written
 
-    async def write_spends(self, spends: list[AdSpend]) -> None:
+    async def write_spends(self, spends: list[AdSpend],
+                           refused: Refused[AdSpend] | None = None) -> int:
         """Upsert spend reports, in order (the latest report for a campaign/period/currency
         wins)."""
-        rows = [spend_row(s, "event") for s in spends]
+        async def work(cur: psycopg.AsyncCursor, part: list[AdSpend]) -> None:
+            await cur.executemany(UPSERT_SPEND, [spend_row(s, "event") for s in part])
 
-        async def work(cur: psycopg.AsyncCursor) -> None:
-            await cur.executemany(UPSERT_SPEND, rows)
+        return await self._each_or_all(spends, work, "spend", refused)
 
-        await self._transaction(work, "spend")
+    async def _each_or_all(self, items: list[T], work: Callable[..., Awaitable[None]],
+                           what: str, refused: Refused[T] | None) -> int:
+        """All items in one transaction; if PostgreSQL refuses a value in it, each item in its
+        own, so that one bad row costs only itself."""
+        if not items:
+            return 0
+        try:
+            await self._transaction(lambda cur: work(cur, items), what)
+            return len(items)
+        except ROW_ERRORS:
+            pass
+        written = 0
+        for item in items:
+            try:
+                await self._transaction(lambda cur, one=item: work(cur, [one]), what)
+                written += 1
+            except ROW_ERRORS as exc:
+                log.error("%s: PostgreSQL refused a row: %s", what, exc)
+                if refused is not None:
+                    await refused(item, exc)
+        return written
 
     async def _transaction(self, work, what: str) -> None:  # type: ignore[no-untyped-def]
         """Run ``work(cursor)`` and commit; on a transient error reconnect and run it again."""
@@ -168,6 +197,9 @@ class Projection:
                     await work(cur)
                 await conn.commit()
                 return
+            except ROW_ERRORS:
+                await conn.rollback()
+                raise
             except (psycopg.OperationalError, psycopg.errors.DeadlockDetected) as exc:
                 log.warning("%s write failed (%s); retrying in %.1fs", what, exc, delay)
                 if self.conn is not None and not self.conn.closed:

@@ -117,9 +117,12 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
 
 
 def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: Metrics) -> None:
+    producer = FaustProducer(app)
     writer = Projection(settings.dsn(), settings.db_schema)
-    projection = ProjectionSink(topics.leads, writer, ack, settings, metrics)
-    costs = spend_sink(topics.costs, Projection(settings.dsn(), settings.db_schema), ack, settings)
+    projection = ProjectionSink(topics.leads, writer, ack, settings, metrics,
+                                producer.send_acked, topics.dlq)
+    costs = spend_sink(topics.costs, Projection(settings.dsn(), settings.db_schema), ack, settings,
+                       producer.send_acked, topics.dlq)
 
     async def flush(sink: TopicSink) -> None:
         taken = await sink.flush()
@@ -133,7 +136,7 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
                 manual = stream.noack()
                 async for event in manual.events():
                     if seeked(app):
-                        sink.add(event.value, (manual, event))
+                        sink.add(Source.of(event.message), (manual, event))
                         if sink.due():
                             await flush(sink)
             return run

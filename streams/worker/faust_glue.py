@@ -65,6 +65,10 @@ class FaustProducer:
     async def flush(self) -> None:
         await self.app.producer.flush()
 
+    async def send_acked(self, r: Record) -> None:
+        """Send ``r`` and wait until the broker acknowledged it."""
+        await (await self.send(r))
+
 
 class FaustChangelog:
     def __init__(self, table: Any) -> None:

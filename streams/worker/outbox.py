@@ -14,6 +14,11 @@ from streams.worker.metrics import Metrics
 
 CLOUDEVENT_HEADERS = [("content-type", b"application/cloudevents+json")]
 DETAIL_BYTES = 2000   # the error_detail header is cut to this many characters
+# A dead letter carries the original bytes; one larger than these is cut (header ``truncated``
+# says from how many bytes) so that it stays under a broker's 1 MB record limit: a message the
+# broker took may be too large to be sent again with headers, and the worker must not die on it.
+DLQ_VALUE_BYTES = 512 * 1024
+DLQ_KEY_BYTES = 16 * 1024
 
 
 @dataclass
@@ -65,14 +70,30 @@ class Outbox:
         self.send(topic, key, event.model_dump_json().encode(), CLOUDEVENT_HEADERS)
 
     def dead_letter(self, source: Source, code: str, detail: str) -> None:
-        """The original bytes, unchanged, on the DLQ with the reason and where they came from."""
-        headers = [("error", code.encode()), ("error_detail", detail[:DETAIL_BYTES].encode()),
-                   ("source_topic", source.topic.encode()),
-                   ("source_partition", str(source.partition).encode()),
-                   ("source_offset", str(source.offset).encode())]
-        self.send(self.topics.dlq, source.key, source.value, headers)
+        """The original bytes on the DLQ with the reason and where they came from."""
+        self.records.append(dead_letter_record(self.topics.dlq, source, code, detail))
         self.metrics.dead_letters.labels(code).inc()
 
     def rekey(self, source: Source, key: str) -> None:
         """The message again on its own topic, under the key it should have had."""
         self.send(source.topic, key, source.value, list(source.headers))
+
+
+def dead_letter_record(dlq: str, source: Source, code: str, detail: str) -> Record:
+    """The one shape of a dead letter: the original key and value (cut only past
+    ``DLQ_KEY_BYTES``/``DLQ_VALUE_BYTES``), headers ``error``, ``error_detail``,
+    ``source_topic``, ``source_partition``, ``source_offset`` (and ``truncated``)."""
+    headers = [("error", code.encode()), ("error_detail", detail[:DETAIL_BYTES].encode()),
+               ("source_topic", source.topic.encode()),
+               ("source_partition", str(source.partition).encode()),
+               ("source_offset", str(source.offset).encode())]
+    key, value, cut = source.key, source.value, []
+    if key is not None and len(key) > DLQ_KEY_BYTES:
+        cut.append(f"key:{len(key)}")
+        key = key[:DLQ_KEY_BYTES]
+    if value is not None and len(value) > DLQ_VALUE_BYTES:
+        cut.append(f"value:{len(value)}")
+        value = value[:DLQ_VALUE_BYTES]
+    if cut:
+        headers.append(("truncated", ",".join(cut).encode()))
+    return Record(dlq, key, value, headers)

@@ -3,7 +3,9 @@
 
 Faust-free: a message is any token the ``ack`` coroutine understands (the wiring passes
 ``(stream, event)``); the value is decoded here, and a foreign value on the topic is skipped
-with a log line (and still acknowledged) instead of stopping the writer.
+with a log line (and still acknowledged) instead of stopping the writer. A row PostgreSQL
+refuses is dead-lettered (``error=projection_refused``, the topic, partition and offset it was
+read at) and the rest of its batch is written.
 """
 
 from __future__ import annotations
@@ -20,29 +22,42 @@ from schemas.lead import LeadSnapshot
 from streams.db.writer import Projection
 from streams.settings import Settings
 from streams.worker.metrics import Metrics
+from streams.worker.outbox import Record, Source, dead_letter_record
 from streams.worker.sink import BatchingSink
 
 log = logging.getLogger("funnel.sinks")
 
 Ack = Callable[[Any], Awaitable[None]]
+Send = Callable[[Record], Awaitable[None]]
 
 
 class TopicSink:
     """Values of one topic, decoded as ``model``, written in batches by ``write``."""
 
     def __init__(self, topic: str, model: type[BaseModel],
-                 write: Callable[[list[Any]], Awaitable[Any]], ack: Ack, settings: Settings) -> None:
-        self.topic, self.model = topic, model
-        self.batch: BatchingSink[Any] = BatchingSink(write, ack, settings.sink_max_items,
-                                                     settings.sink_interval)
+                 write: Callable[[list[Any], Any], Awaitable[Any]], ack: Ack, settings: Settings,
+                 dead_letter: Send, dlq: str) -> None:
+        self.topic, self.model, self.write_items = topic, model, write
+        self.dead_letter, self.dlq = dead_letter, dlq
+        self.batch: BatchingSink[tuple[Any, Source]] = BatchingSink(
+            self.write, ack, settings.sink_max_items, settings.sink_interval)
 
-    def add(self, value: bytes | None, token: Any) -> None:
+    def add(self, source: Source, token: Any) -> None:
         try:
-            item = self.model.model_validate_json(value or b"")
+            item = (self.model.model_validate_json(source.value or b""), source)
         except Exception as exc:  # a foreign message on our topic: skip it, say so
             log.error("skipping an unreadable %s on %s: %s", self.model.__name__, self.topic, exc)
             item = None
         self.batch.add(item, token)
+
+    async def write(self, pairs: list[tuple[Any, Source]]) -> None:
+        sources = {id(item): source for item, source in pairs}
+
+        async def refused(item: Any, exc: Exception) -> None:
+            await self.dead_letter(dead_letter_record(
+                self.dlq, sources[id(item)], "projection_refused", f"{type(exc).__name__}: {exc}"))
+
+        await self.write_items([item for item, _ in pairs], refused)
 
     def due(self) -> bool:
         return self.batch.due()
@@ -55,13 +70,14 @@ class ProjectionSink(TopicSink):
     """Snapshots into the lead tables; counts rows and keeps the projection's lag."""
 
     def __init__(self, topic: str, writer: Projection, ack: Ack, settings: Settings,
-                 metrics: Metrics) -> None:
-        super().__init__(topic, LeadSnapshot, self.write, ack, settings)
+                 metrics: Metrics, dead_letter: Send, dlq: str) -> None:
+        super().__init__(topic, LeadSnapshot, self.write_snapshots, ack, settings, dead_letter,
+                         dlq)
         self.writer, self.metrics = writer, metrics
         self.behind: dict[int, int] = {}   # partition -> snapshots behind its high watermark
 
-    async def write(self, snapshots: list[LeadSnapshot]) -> None:
-        self.metrics.projected.inc(await self.writer.write(snapshots))
+    async def write_snapshots(self, snapshots: list[LeadSnapshot], refused: Any) -> None:
+        self.metrics.projected.inc(await self.writer.write(snapshots, refused))
 
     def lag(self, messages: list[Any], highwater: Callable[[Any], int | None]) -> None:
         """Record the lag after writing ``messages`` (Kafka messages: ``partition``,
@@ -74,6 +90,7 @@ class ProjectionSink(TopicSink):
         self.metrics.projection_lag_seconds.set(max(time.time() - messages[-1].timestamp, 0.0))
 
 
-def spend_sink(topic: str, writer: Projection, ack: Ack, settings: Settings) -> TopicSink:
+def spend_sink(topic: str, writer: Projection, ack: Ack, settings: Settings, dead_letter: Send,
+               dlq: str) -> TopicSink:
     """Spend reports into ``campaign_costs`` (the latest report for a period wins)."""
-    return TopicSink(topic, AdSpend, writer.write_spends, ack, settings)
+    return TopicSink(topic, AdSpend, writer.write_spends, ack, settings, dead_letter, dlq)

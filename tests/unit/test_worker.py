@@ -290,3 +290,35 @@ def test_identity_messages_are_typed_and_refuse_what_does_not_fit(value: bytes):
     with pytest.raises(InvalidMessage) as err:
         parse_identity(value)
     assert err.value.code == "invalid_identity_message"
+
+
+def test_a_dead_letter_too_large_to_send_again_is_cut_and_says_so():
+    p = pipeline()
+    huge = b'{"type": "track", "x": "' + b"a" * 1_000_000 + b'"}'
+    p.apply(source(huge, "k" * 20_000))
+    (dead,) = p.drain()[0]
+    assert header(dead, "error") == "too_large"
+    assert len(dead.value) == 512 * 1024 and dead.value == huge[:512 * 1024]
+    assert len(dead.key) == 16 * 1024
+    assert header(dead, "truncated") == f"key:20000,value:{len(huge)}"
+    small = pipeline()
+    small.apply(source(b"nope", "k"))
+    (kept,) = small.drain()[0]
+    assert kept.value == b"nope" and "truncated" not in dict(kept.headers)
+
+
+@pytest.mark.parametrize("bad, limit", [
+    ({"userId": "u\x00-1"}, "no_nul"),
+    ({"traits": {"company": "Acme\x00"}}, "no_nul"),
+    ({"properties": {"revenue": 1e12}}, "max_amount"),
+    ({"properties": {"score": 1e300}}, "max_number"),
+])
+def test_what_postgresql_could_not_hold_is_refused_at_the_door(bad, limit):
+    p = pipeline()
+    message = {"messageId": "m-1", "type": "track", "event": "Order Completed",
+               "userId": "u-1", "timestamp": T0.isoformat(), **bad}
+    p.apply(source(message, message["userId"]))
+    records, state = p.drain()
+    (dead,) = records
+    assert header(dead, "error") == "limit_exceeded" and limit in header(dead, "error_detail")
+    assert state == {}
