@@ -24,7 +24,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.web.requests import MAX_REQUEST_BYTES, Refused, prepare, read_body, write_key_of
+from streams.records import Record, Source, dead_letter_record
+from streams.web.requests import (MAX_REQUEST_BYTES, Prepared, Refused, prepare, read_body,
+                                  write_key_of)
 from streams.settings import Settings
 
 log = logging.getLogger("funnel.collector")
@@ -47,6 +49,7 @@ class Collector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.topic("events")
+        self.dlq = settings.topic("events.dlq")
         self.keys = [k.encode() for k in settings.write_key_list()]
         self.producer: AIOKafkaProducer | None = None
         self.inflight = 0
@@ -69,16 +72,28 @@ class Collector:
         given = key.encode()
         return any(hmac.compare_digest(given, k) for k in self.keys)
 
-    async def publish(self, records: list[tuple[bytes, bytes]]) -> None:
+    def records_of(self, prepared: Prepared) -> list[Record]:
+        """The request's events for the topic, and a dead letter for each rejected one (its
+        source: the events topic, partition and offset -1, header ``source: collector``)."""
+        out = [Record(self.topic, k, v) for k, v in prepared.records]
+        for r in prepared.rejected:
+            letter = dead_letter_record(self.dlq, Source(self.topic, -1, -1, r.key, r.value),
+                                        r.code, r.message)
+            letter.headers.append(("source", b"collector"))
+            out.append(letter)
+        return out
+
+    async def publish(self, records: list[Record]) -> None:
         """Send and wait until the broker has acknowledged every record, or raise Refused(503)."""
-        size = sum(len(v) for _, v in records)
+        size = sum(len(r.value or b"") for r in records)
         if self.inflight + size > self.settings.collector_max_inflight:
             self.counts["busy"] += 1
             raise Refused(503, "busy", "the broker is not keeping up; retry later")
         assert self.producer is not None
         self.inflight += size
         try:
-            futures = [await self.producer.send(self.topic, value=v, key=k) for k, v in records]
+            futures = [await self.producer.send(r.topic, value=r.value, key=r.key,
+                                                headers=r.headers or None) for r in records]
             await asyncio.wait_for(asyncio.gather(*futures),
                                    timeout=self.settings.collector_ack_timeout)
         except (KafkaError, TimeoutError) as exc:
@@ -103,9 +118,9 @@ class Collector:
             if header_key is None and not self.authorized(write_key_of(None, body)):
                 raise Refused(401, "unauthorized", "a valid write key is required (HTTP Basic "
                               "username, empty password, or 'writeKey' in the body)")
-            records = prepare(endpoint, body, datetime.now(timezone.utc),
-                              self.settings.max_event_bytes)
-            await self.publish(records)
+            prepared = prepare(endpoint, body, datetime.now(timezone.utc),
+                               self.settings.max_event_bytes)
+            await self.publish(self.records_of(prepared))
         except Refused as exc:
             self.counts[f"refused_{exc.status}"] += 1
             headers = {"Retry-After": "1"} if exc.status == 503 else None
@@ -118,8 +133,13 @@ class Collector:
             return _json(500, {"code": "internal_error", "message": "the collector failed; "
                                "retry later"})
         self.counts["requests"] += 1
-        self.counts["events"] += len(records)
-        return _json(200, {"success": True, "events": len(records)})
+        self.counts["events"] += len(prepared.records)
+        self.counts["rejected"] += len(prepared.rejected)
+        for r in prepared.rejected:
+            self.counts[f"rejected_{r.code}"] += 1
+        return _json(200, {"success": True, "events": len(prepared.records),
+                           "rejected": len(prepared.rejected),
+                           "errors": [r.body() for r in prepared.rejected]})
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -165,6 +185,22 @@ async def healthz(request: web.Request) -> web.Response:
     return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", **checks})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: requests, events taken and rejected (by reason), refusals by status."""
+    counts = request.app[COLLECTOR].counts
+    lines = ["# TYPE funnel_collector_events_total counter",
+             f'funnel_collector_events_total{{outcome="taken"}} {counts["events"]}',
+             f'funnel_collector_events_total{{outcome="rejected"}} {counts["rejected"]}',
+             "# TYPE funnel_collector_rejected_total counter"]
+    lines += [f'funnel_collector_rejected_total{{reason="{k[9:]}"}} {v}'
+              for k, v in sorted(counts.items()) if k.startswith("rejected_")]
+    lines += ["# TYPE funnel_collector_requests_total counter",
+              f'funnel_collector_requests_total{{status="200"}} {counts["requests"]}']
+    lines += [f'funnel_collector_requests_total{{status="{k[8:]}"}} {v}'
+              for k, v in sorted(counts.items()) if k.startswith("refused_")]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
 async def _preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=CORS)
 
@@ -186,6 +222,7 @@ def create_app(settings: Settings,
     app.router.add_post("/v1/{endpoint}", collector.handle)
     app.router.add_route("OPTIONS", "/v1/{endpoint}", _preflight)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     if extra is not None:
         extra(app)
     return app

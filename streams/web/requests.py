@@ -3,8 +3,10 @@
 ``read_body`` (gzip, size, JSON), ``write_key_of`` (HTTP Basic username or ``writeKey``),
 ``messages_of`` (a batch or one call), ``enrich`` (``receivedAt``, clock-skew correction, a
 ``messageId`` when the client sent none) and ``accept`` (the input limits and the Segment Spec;
-the partition key). Every refusal is a :class:`Refused` with the HTTP status, a ``code`` and a
-``message`` naming what is wrong.
+the partition key). As Segment does, a request is refused (a :class:`Refused` with the HTTP
+status, a ``code`` and a ``message``) only for what concerns all of it: a body that is not JSON
+or too large, no write key, no such endpoint, no batch. One bad event is a :class:`Rejected`:
+dead-lettered with its reason, counted in the answer, and its neighbours are taken.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import binascii
 import uuid
 import zlib
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +39,28 @@ class Refused(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One event of a request that is not taken: its place, reason and bytes (for the DLQ)."""
+
+    index: int
+    code: str
+    message: str
+    key: bytes | None
+    value: bytes
+
+    def body(self) -> dict[str, Any]:
+        return {"index": self.index, "code": self.code, "message": self.message}
+
+
+@dataclass
+class Prepared:
+    """A request's events: ``records`` (key, value) for the topic, ``rejected`` for the DLQ."""
+
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 def read_body(raw: bytes, content_encoding: str | None,
@@ -90,7 +115,7 @@ def write_key_of(authorization: str | None, body: dict[str, Any] | None) -> str 
     return key
 
 
-def messages_of(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+def messages_of(endpoint: str, body: dict[str, Any]) -> list[Any]:
     """The messages of a request: ``/v1/batch`` carries ``batch``, the others are one message
     whose ``type`` is the endpoint's. Batch-level ``context``/``integrations`` are defaults."""
     endpoint = ALIASES.get(endpoint, endpoint)
@@ -104,9 +129,10 @@ def messages_of(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     if not batch:
         raise Refused(400, "invalid_batch", "'batch' is empty")
     out = []
-    for i, msg in enumerate(batch):
+    for msg in batch:
         if not isinstance(msg, dict):
-            raise Refused(400, "invalid_event", f"batch[{i}] is not a JSON object")
+            out.append(msg)   # rejected on its own by ``prepare``
+            continue
         for shared in ("context", "integrations"):
             if isinstance(body.get(shared), dict) and shared not in msg:
                 msg = {**msg, shared: body[shared]}
@@ -178,8 +204,32 @@ def accept(msg: dict[str, Any], index: int, max_event_bytes: int) -> tuple[bytes
 
 
 def prepare(endpoint: str, body: dict[str, Any], received_at: datetime,
-            max_event_bytes: int) -> list[tuple[bytes, bytes]]:
-    """Every message of a request, ready for the topic; all or none (one bad message refuses
-    the request, so that a 200 always means every message was taken)."""
-    return [accept(enrich(m, received_at), i, max_event_bytes)
-            for i, m in enumerate(messages_of(endpoint, body))]
+            max_event_bytes: int) -> Prepared:
+    """Every message of a request: the valid ones ready for the topic, the others rejected
+    each with its reason (``batch[i]`` in the message)."""
+    out = Prepared()
+    for i, msg in enumerate(messages_of(endpoint, body)):
+        try:
+            if not isinstance(msg, dict):
+                raise Refused(400, "invalid_event", f"batch[{i}] is not a JSON object")
+            out.records.append(accept(enrich(msg, received_at), i, max_event_bytes))
+        except Refused as exc:
+            where = f"batch[{i}]"
+            text = exc.message if exc.message.startswith(where) else f"{where}: {exc.message}"
+            out.rejected.append(Rejected(i, exc.code, text, _key_of(msg), _bytes(msg)))
+    return out
+
+
+def _key_of(msg: Any) -> bytes | None:
+    if isinstance(msg, dict):
+        for name in ("userId", "anonymousId"):
+            if isinstance(msg.get(name), str) and msg[name]:
+                return msg[name].encode("utf-8", "replace")
+    return None
+
+
+def _bytes(msg: Any) -> bytes:
+    try:
+        return orjson.dumps(msg)
+    except TypeError:   # e.g. an integer beyond 64 bits from a lenient JSON decoder
+        return repr(msg).encode("utf-8", "replace")

@@ -89,16 +89,50 @@ def test_a_wrong_or_missing_write_key_gets_401(collector):
     assert r.status_code == 200   # the key in the body, the second configured key
 
 
-def test_malformed_bodies_and_messages_without_ids_get_400_with_code_and_message(collector):
+def test_a_malformed_body_gets_400_and_a_bad_event_is_dead_lettered_not_its_neighbours(
+        pipeline, collector):
+    settings, worker = pipeline
     r = requests.post(f"{collector}/v1/batch", data=b"{nope", auth=(WRITE_KEY, ""), timeout=10)
     assert r.status_code == 400 and r.json()["code"] == "invalid_json"
     no_ids = {k: v for k, v in page("x").items() if k != "anonymousId"}
-    r = post(collector, "batch", {"batch": [page("a-ok"), no_ids]})
-    assert r.status_code == 400 and r.json()["code"] == "missing_id"
-    assert "batch[1]" in r.json()["message"]
+    ok = page(f"a-ok-{uuid.uuid4().hex[:6]}")
+    r = post(collector, "batch", {"batch": [ok, no_ids]})
+    assert r.status_code == 200 and (r.json()["events"], r.json()["rejected"]) == (1, 1)
+    (error,) = r.json()["errors"]
+    assert error["index"] == 1 and error["code"] == "missing_id" and "batch[1]" in error["message"]
     big = page("a-big", properties={f"p{i}": "x" * 8000 for i in range(5)})
     r = post(collector, "track", {**big, "event": "Big"})
-    assert r.status_code == 400 and r.json()["code"] == "event_too_large"
+    assert r.status_code == 200 and r.json()["errors"][0]["code"] == "event_too_large"
+    assert wait_for(lambda: lead(settings, ok["anonymousId"]), 60, "the good neighbour", worker)
+    letters = {orjson.loads(d.value).get("messageId"): dict(d.headers)
+               for d in read_all(settings, settings.topic("events.dlq"), timeout=10)
+               if dict(d.headers).get("source") == b"collector"}
+    assert letters[no_ids["messageId"]]["error"] == b"missing_id"
+    assert letters[big["messageId"]]["error"] == b"event_too_large"
+    metrics = requests.get(f"{collector}/metrics", timeout=10).text
+    assert 'funnel_collector_rejected_total{reason="missing_id"}' in metrics
+
+
+def test_segment_sdk_batch_with_one_bad_event_delivers_the_others(pipeline, collector):
+    from segment.analytics import Client
+
+    settings, worker = pipeline
+    errors = []
+    client = Client(WRITE_KEY, host=collector, sync_mode=True, max_retries=1,
+                    on_error=lambda e, batch: errors.append(e))
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    client.identify(user_id=user, traits=TRAITS)
+    client.track(user_id=user, event="Webinar Attended", properties={"note": "nul \x00 here"})
+    client.track(user_id=user, event="Content Downloaded", properties={"asset": "guide.pdf"})
+    client.flush()
+    assert errors == [], "the SDK was answered 200: it does not drop or retry the batch"
+    row = wait_for(lambda: (r := lead(settings, user)) and r[1] >= 2 and r, 60,
+                   "the two good events", worker)
+    assert row[1] == 2 and row[2] == TRAITS["email"]
+    letters = [dict(d.headers) for d in read_all(settings, settings.topic("events.dlq"), timeout=10)
+               if d.key == user.encode()]
+    assert [(h["error"], h["source"]) for h in letters] == [(b"limit_exceeded", b"collector")]
+    assert b"no_nul" in letters[0]["error_detail"]
 
 
 def test_requests_over_4_mb_get_413_and_up_to_4_mb_are_accepted(pipeline, collector):
@@ -193,19 +227,32 @@ ACCEPTED: list[str] = []   # messageIds of events answered 200
 @hsettings(max_examples=int(os.environ.get("FUNNEL_FUZZ_EXAMPLES", "120")), deadline=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(req=REQUEST)
-def test_hostile_requests_get_a_4xx_and_never_crash_the_collector(collector, req):
+def test_hostile_requests_get_an_answer_with_codes_and_never_crash_the_collector(collector, req):
     body = req["body"]
-    ids, count = [], None
+    ids: list[str | None] = []   # per message: its messageId when it is a string
+    count = None
     if isinstance(body, dict):
-        messages = body["batch"] if "batch" in body else [body]
+        batch = req["endpoint"] == "batch" and isinstance(body.get("batch"), list)
+        messages = body["batch"] if batch else [body]
         for m in messages:
             if "messageId" not in m:
                 m["messageId"] = uuid.uuid4().hex
             if isinstance(m["messageId"], str):
                 m["messageId"] = m["messageId"] + uuid.uuid4().hex
-                ids.append(m["messageId"])
+            ids.append(m["messageId"] if isinstance(m["messageId"], str) else None)
         count = len(messages)
         body = json.dumps(body).encode()
+    else:   # bytes: taken only if they are a JSON object (then each message is counted)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            batch = req["endpoint"] == "batch" and isinstance(parsed.get("batch"), list)
+            messages = parsed["batch"] if batch else [parsed]
+            ids = [m.get("messageId") if isinstance(m, dict)
+                   and isinstance(m.get("messageId"), str) else None for m in messages]
+            count = len(messages)
     headers = {"Content-Type": "application/json"}
     if req["gzip"]:
         body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
@@ -214,8 +261,11 @@ def test_hostile_requests_get_a_4xx_and_never_crash_the_collector(collector, req
     assert r.status_code in (200, 400, 401, 404, 413), (r.status_code, r.text)
     reply = r.json()
     if r.status_code == 200:
-        assert req["key"] == WRITE_KEY and count is not None and reply["events"] == count
-        ACCEPTED.extend(ids)
+        assert req["key"] == WRITE_KEY and count is not None
+        assert reply["events"] + reply["rejected"] == count == len(ids)
+        rejected = {e["index"] for e in reply["errors"]}
+        assert len(rejected) == reply["rejected"] and all(e["code"] for e in reply["errors"])
+        ACCEPTED.extend(m for i, m in enumerate(ids) if i not in rejected and m is not None)
     else:
         assert reply["code"] and reply["message"]
 

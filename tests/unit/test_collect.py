@@ -84,7 +84,7 @@ def test_a_batch_is_keyed_by_lead_and_shares_its_context():
                       {"type": "identify", "userId": "u-1", "anonymousId": "a-1",
                        "messageId": "m2", "traits": {"email": "x@acme.io"}}],
             "context": {"library": {"name": "analytics-python"}}, "sentAt": "2026-11-23T11:59:00Z"}
-    records = prepare("batch", body, NOW, 32768)
+    records = prepare("batch", body, NOW, 32768).records
     assert [k for k, _ in records] == [b"a-1", b"u-1"]
     first = orjson.loads(records[0][1])
     assert first["context"]["library"]["name"] == "analytics-python"
@@ -93,29 +93,41 @@ def test_a_batch_is_keyed_by_lead_and_shares_its_context():
 
 def test_a_single_call_takes_its_type_from_the_endpoint():
     (key, value), = prepare("track", {**PAGE, "event": "Demo Requested", "userId": "u-9"}, NOW,
-                            32768)
+                            32768).records
     assert key == b"u-9" and orjson.loads(value)["type"] == "track"
 
 
-@pytest.mark.parametrize("body,code,needle", [
-    ({"batch": [{"type": "page", "messageId": "x"}]}, "missing_id", "batch[0]"),
-    ({"batch": [{**PAGE, "type": "page"},
-                {**PAGE, "type": "page", "properties": {f"p{i}": "x" * 8000 for i in range(5)}}]},
+@pytest.mark.parametrize("bad,code,needle", [
+    ({"type": "page", "messageId": "x"}, "missing_id", "batch[1]"),
+    ({**PAGE, "type": "page", "properties": {f"p{i}": "x" * 8000 for i in range(5)}},
      "event_too_large", "batch[1]"),
+    (1, "invalid_event", "batch[1]"),
+    ({**PAGE, "type": "rocket"}, "invalid_event", "type"),
+    ({**PAGE, "type": "page", "userId": "u\x00"}, "limit_exceeded", "no_nul"),
+])
+def test_a_bad_event_is_rejected_alone_and_its_neighbours_are_taken(bad, code, needle):
+    good = {**PAGE, "type": "page", "messageId": "m-good"}
+    out = prepare("batch", {"batch": [good, bad, {**good, "messageId": "m-after"}]}, NOW, 32768)
+    assert [orjson.loads(v)["messageId"] for _, v in out.records] == ["m-good", "m-after"]
+    (rejected,) = out.rejected
+    assert rejected.index == 1 and rejected.code == code and needle in rejected.message
+    assert rejected.value == orjson.dumps(bad), "the dead letter carries the event as sent"
+
+
+@pytest.mark.parametrize("body,code,needle", [
     ({"batch": []}, "invalid_batch", "empty"),
     ({"batch": "no"}, "invalid_batch", "array"),
-    ({"batch": [1]}, "invalid_event", "batch[0]"),
-    ({"batch": [{**PAGE, "type": "rocket"}]}, "invalid_event", "type"),
 ])
-def test_a_bad_message_refuses_the_whole_request(body, code, needle):
+def test_a_request_without_a_batch_is_refused_whole(body, code, needle):
     exc = refused(prepare, "batch", body, NOW, 32768)
     assert exc.status == 400 and exc.code == code and needle in exc.message
 
 
 def test_the_short_paths_of_the_browser_library_are_the_same_endpoints():
-    (_, value), = prepare("t", {**PAGE, "event": "Ad Clicked", "userId": "u-1"}, NOW, 32768)
+    (_, value), = prepare("t", {**PAGE, "event": "Ad Clicked", "userId": "u-1"}, NOW,
+                          32768).records
     assert orjson.loads(value)["type"] == "track"
-    assert len(prepare("import", {"batch": [{**PAGE, "type": "page"}]}, NOW, 32768)) == 1
+    assert len(prepare("import", {"batch": [{**PAGE, "type": "page"}]}, NOW, 32768).records) == 1
 
 
 def test_unknown_endpoints_are_404():
@@ -142,7 +154,8 @@ def test_every_limit_refusal_names_the_limit(props, limit):
         parse_event(orjson.dumps(msg), max_bytes=10**7)
     assert exc.value.code == "limit_exceeded" and limit in exc.value.detail
     assert "properties" in exc.value.detail
-    assert refused(prepare, "batch", {"batch": [msg]}, NOW, 10**7).code == "limit_exceeded"
+    (rejected,) = prepare("batch", {"batch": [msg]}, NOW, 10**7).rejected
+    assert rejected.code == "limit_exceeded" and limit in rejected.message
 
 
 def test_unknown_fields_are_kept_but_bounded():
@@ -235,11 +248,15 @@ BODY = st.one_of(st.dictionaries(SPEC, JSON, max_size=6),
 @hsettings(max_examples=400, deadline=None)
 @given(endpoint=st.sampled_from(["batch", "track", "page", "identify", "alias", "t", "x"]),
        body=BODY)
-def test_any_body_is_either_taken_whole_or_refused_with_a_code(endpoint, body):
+def test_any_body_is_refused_with_a_code_or_each_event_taken_or_rejected_with_one(endpoint, body):
     try:
-        records = prepare(endpoint, body, NOW, 32768)
+        out = prepare(endpoint, body, NOW, 32768)
     except Refused as exc:
         assert exc.status in (400, 404) and exc.code and exc.message
         return
-    for key, value in records:   # what is taken is valid on the topic too
+    for key, value in out.records:   # what is taken is valid on the topic too
         assert parse_event(value).lead_key.encode() == key
+    for r in out.rejected:           # what is not has a reason and its place
+        assert r.code and f"batch[{r.index}]" in r.message and r.value
+    n = len(body["batch"]) if endpoint == "batch" else 1
+    assert len(out.records) + len(out.rejected) == n

@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import orjson
-import pytest
 from click.testing import CliRunner
 from jsonschema import Draft7Validator, Draft202012Validator, FormatChecker
 
