@@ -26,6 +26,8 @@ class Settings(BaseSettings):
                                 "to PostgreSQL in one transaction at most")
     sink_interval: float = Field(0.3, gt=0, description="seconds a sink's batch waits at most "
                                  "before it is written")
+    stall_seconds: float = Field(60.0, gt=0, description="seconds a consumed partition may "
+                                 "stay behind its end without progress before /healthz is 503")
     max_event_bytes: int = Field(32 * 1024, ge=256)
     session_timeout: float = Field(6.0, gt=0)
     cooling_interval: float = Field(60.0, ge=0, description="seconds between cooling passes; 0: off")

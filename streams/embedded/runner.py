@@ -81,6 +81,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "FUNNEL_SINK_MAX_ITEMS": str(settings.sink_max_items),
         "FUNNEL_SINK_INTERVAL": str(settings.sink_interval),
+        "FUNNEL_STALL_SECONDS": str(settings.stall_seconds),
         "FUNNEL_LOG_LEVEL": settings.log_level,
         "FUNNEL_COOLING_INTERVAL": str(settings.cooling_interval),
         "FUNNEL_TIMER_INTERVAL": str(settings.timer_interval),

@@ -23,6 +23,7 @@ from streams.worker.faust_glue import (FaustChangelog, FaustProducer, ack, seek_
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Source
 from streams.worker.pipeline import Pipeline
+from streams.worker.progress import Progress
 from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
 from streams.worker.store import LeadStore
 
@@ -44,13 +45,13 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
         table_standby_replicas=0, web_enabled=settings.worker_port > 0,
         web_port=settings.worker_port or 6066, web_bind=settings.http_host,
         web_host=settings.http_host, autodiscover=False, producer_acks=-1)
-    metrics = Metrics()
+    metrics, topics = Metrics(), Topics.from_settings(settings)
+    progress = Progress(settings.stall_seconds)
     if settings.worker_port > 0:
-        web.install(app, settings, metrics)
-    topics = Topics.from_settings(settings)
-    install_pipeline(app, settings, model, topics, metrics)
+        web.install(app, settings, metrics, progress, topics)
+    install_pipeline(app, settings, model, topics, metrics, progress)
     if projection:
-        install_sinks(app, settings, topics, metrics)
+        install_sinks(app, settings, topics, metrics, progress)
     return app
 
 
@@ -60,7 +61,7 @@ def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
 
 
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
-                     metrics: Metrics) -> None:
+                     metrics: Metrics, progress: Progress) -> None:
     inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
     holder: list[Pipeline] = []
 
@@ -95,7 +96,9 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
             if not seeked(app):
                 continue
             checkpoint.taken((manual, event))
-            pipeline.apply(Source.of(event.message))
+            source = Source.of(event.message)
+            progress.taken(source.topic, source.partition, source.offset)
+            pipeline.apply(source)
             if checkpoint.expired():
                 await commit()
 
@@ -116,7 +119,8 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
                 await commit()
 
 
-def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: Metrics) -> None:
+def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: Metrics,
+                  progress: Progress) -> None:
     producer = FaustProducer(app)
     writer = Projection(settings.dsn(), settings.db_schema)
     projection = ProjectionSink(topics.leads, writer, ack, settings, metrics,
@@ -136,7 +140,9 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
                 manual = stream.noack()
                 async for event in manual.events():
                     if seeked(app):
-                        sink.add(Source.of(event.message), (manual, event))
+                        source = Source.of(event.message)
+                        progress.taken(source.topic, source.partition, source.offset)
+                        sink.add(source, (manual, event))
                         if sink.due():
                             await flush(sink)
             return run

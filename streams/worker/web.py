@@ -7,11 +7,16 @@ import faust
 
 from streams.settings import Settings
 from streams.worker.faust_glue import seeked
+from streams.topics import Topics
 from streams.worker.metrics import Metrics
+from streams.worker.progress import Progress
 
 
-def install(app: faust.App, settings: Settings, metrics: Metrics) -> None:
-    """``/metrics`` (Faust's Prometheus sensor and Funnel's counters) and ``/healthz``."""
+def install(app: faust.App, settings: Settings, metrics: Metrics, progress: Progress,
+            topics: Topics) -> None:
+    """``/metrics`` (Faust's Prometheus sensor and Funnel's counters) and ``/healthz``: 503
+    while the database is down, nothing is assigned or recovered yet, or a consumed partition
+    is stalled (behind its end with nothing taken for ``FUNNEL_STALL_SECONDS``)."""
     import psycopg
     from faust.sensors.prometheus import setup_prometheus_sensors
 
@@ -33,6 +38,11 @@ def install(app: faust.App, settings: Settings, metrics: Metrics) -> None:
         checks["recovered"] = seeked(app)
         checks["assigned_partitions"] = len(assigned)
         checks["projection_lag_messages"] = metrics.projection_behind
-        ok = ok and bool(assigned) and seeked(app)
+        consumed = set(topics.consumed())
+        ends = {(tp.topic, tp.partition): app.consumer.highwater(tp)
+                for tp in assigned if tp.topic in consumed}
+        stalled = progress.stalled(ends) if seeked(app) else []
+        checks["stalled_partitions"] = stalled
+        ok = ok and bool(assigned) and seeked(app) and not stalled
         return self.json({"status": "ok" if ok else "unavailable", **checks},
                          status=200 if ok else 503)

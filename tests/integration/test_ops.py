@@ -33,7 +33,7 @@ def test_metrics_count_events_dead_letters_handoffs_and_show_faust_and_projectio
     health = wait_for(lambda: (r := get(f"{url}/healthz")) is not None and r.status_code == 200
                       and r.json(), 60, "a healthy worker", worker)
     assert health["database"] == "ok" and health["recovered"] is True
-    assert health["assigned_partitions"] > 0
+    assert health["assigned_partitions"] > 0 and health["stalled_partitions"] == []
     lead = f"u-{uuid.uuid4().hex[:8]}"
     traits = {"email": "ops@acme.io", "industry": "saas", "employees": 200, "budget": 50000,
               "country": "US", "job_title": "CTO"}

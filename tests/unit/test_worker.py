@@ -322,3 +322,23 @@ def test_what_postgresql_could_not_hold_is_refused_at_the_door(bad, limit):
     (dead,) = records
     assert header(dead, "error") == "limit_exceeded" and limit in header(dead, "error_detail")
     assert state == {}
+
+
+def test_a_partition_behind_its_end_with_nothing_taken_for_a_while_is_stalled():
+    from streams.worker.progress import Progress
+
+    now = [0.0]
+    p = Progress(stall_seconds=60, clock=lambda: now[0])
+    p.taken("events", 0, 9)
+    assert p.stalled({("events", 0): 10, ("events", 1): 0}) == []   # caught up; empty
+    assert p.stalled({("events", 0): 15, ("events", 1): 4}) == []   # behind, but just now
+    now[0] = 30.0
+    p.taken("events", 0, 12)                                       # partition 0 moves
+    now[0] = 61.0
+    (stalled,) = p.stalled({("events", 0): 15, ("events", 1): 4})
+    assert stalled.startswith("events[1]: 4 behind")
+    now[0] = 95.0
+    assert len(p.stalled({("events", 0): 15, ("events", 1): 4})) == 2
+    p.taken("events", 1, 3)
+    p.taken("events", 0, 14)
+    assert p.stalled({("events", 0): 15, ("events", 1): 4}) == []
