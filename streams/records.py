@@ -33,12 +33,13 @@ class Source:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: float | None = None   # the broker's time of the message (seconds)
 
     @classmethod
     def of(cls, message: Any) -> "Source":
         """From a Faust/aiokafka message (or anything with the same attributes)."""
         return cls(message.topic, message.partition, message.offset, message.key, message.value,
-                   tuple(message.headers or ()))
+                   tuple(message.headers or ()), getattr(message, "timestamp", None))
 
 
 def dead_letter_record(dlq: str, source: Source, code: str, detail: str) -> Record:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from operator import attrgetter
 from typing import TypeVar
 
 import orjson
@@ -29,27 +30,21 @@ ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
 # the leads table: every column, with how a snapshot fills it (the one definition: the upsert
 # statement and the rows are both made from it; the table itself is in migrations/)
+PLAIN_COLUMNS = (
+    "lead_id", "stage", "interest_score", "temperature", "fit_score", "quality", "origin", "email",
+    "company", "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at", "sql_at",
+    "customer_at", "orders", "revenue", "events_count", "model_name", "model_version",
+    "interest_at", "sal_at", "recycled_at", "disqualified_at", "last_sales_action_at",
+    "sla_breached_at", "merged_into", "version")
 LEAD_ROW: dict[str, Callable[[LeadSnapshot], object]] = {
-    "lead_id": lambda s: s.lead_id,
-    **{c: (lambda s, c=c: getattr(s, c)) for c in (
-        "stage", "interest_score", "temperature", "fit_score", "quality", "origin", "email",
-        "company")},
-    "first_touch_source": lambda s: s.first_touch.source,
-    "first_touch_medium": lambda s: s.first_touch.medium,
-    "first_touch_campaign": lambda s: s.first_touch.campaign,
-    **{c: (lambda s, c=c: getattr(s, c)) for c in (
-        "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at", "sql_at",
-        "customer_at", "orders", "revenue", "events_count", "model_name", "model_version")},
-    "traits": lambda s: _json(s.traits),
-    "reasons": lambda s: _reasons(s.reasons),
-    "contributions": lambda s: _reasons(s.contributions),
-    "fit_reasons": lambda s: _reasons(s.fit_reasons),
-    **{c: (lambda s, c=c: getattr(s, c)) for c in (
-        "interest_at", "sal_at", "recycled_at", "disqualified_at", "last_sales_action_at",
-        "sla_breached_at", "merged_into")},
+    **{c: attrgetter(c) for c in PLAIN_COLUMNS},
+    "first_touch_source": attrgetter("first_touch.source"),
+    "first_touch_medium": attrgetter("first_touch.medium"),
+    "first_touch_campaign": attrgetter("first_touch.campaign"),
     **{c: (lambda s, c=c: _json(getattr(s, c))) for c in (
-        "merged_from", "aliases", "revenue_by_currency")},
-    "version": lambda s: s.version,
+        "traits", "merged_from", "aliases", "revenue_by_currency")},
+    **{c: (lambda s, c=c: _reasons(getattr(s, c))) for c in (
+        "reasons", "contributions", "fit_reasons")},
 }
 LEAD_COLUMNS = list(LEAD_ROW)
 TRANSITION_COLUMNS = ["lead_id", "version", "from_stage", "to_stage", "trigger", "occurred_at",

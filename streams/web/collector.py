@@ -23,6 +23,8 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from streams.records import Record, Source, dead_letter_record
 from streams.web.requests import (MAX_REQUEST_BYTES, Prepared, Refused, prepare, read_body,
@@ -185,20 +187,36 @@ async def healthz(request: web.Request) -> web.Response:
     return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", **checks})
 
 
+class CountsCollector:
+    """The collector's counts (the same ones ``/healthz`` shows) as Prometheus counters."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self.counts = counts
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        c = self.counts
+        events = CounterMetricFamily("funnel_collector_events", "Events by outcome",
+                                     labels=["outcome"])
+        events.add_metric(["taken"], c["events"])
+        events.add_metric(["rejected"], c["rejected"])
+        rejected = CounterMetricFamily("funnel_collector_rejected", "Events rejected (dead-"
+                                       "lettered), by reason", labels=["reason"])
+        requests = CounterMetricFamily("funnel_collector_requests", "Requests by status",
+                                       labels=["status"])
+        requests.add_metric(["200"], c["requests"])
+        for key, n in sorted(c.items()):
+            if key.startswith("rejected_"):
+                rejected.add_metric([key.removeprefix("rejected_")], n)
+            elif key.startswith("refused_"):
+                requests.add_metric([key.removeprefix("refused_")], n)
+        yield from (events, rejected, requests)
+
+
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text: requests, events taken and rejected (by reason), refusals by status."""
-    counts = request.app[COLLECTOR].counts
-    lines = ["# TYPE funnel_collector_events_total counter",
-             f'funnel_collector_events_total{{outcome="taken"}} {counts["events"]}',
-             f'funnel_collector_events_total{{outcome="rejected"}} {counts["rejected"]}',
-             "# TYPE funnel_collector_rejected_total counter"]
-    lines += [f'funnel_collector_rejected_total{{reason="{k[9:]}"}} {v}'
-              for k, v in sorted(counts.items()) if k.startswith("rejected_")]
-    lines += ["# TYPE funnel_collector_requests_total counter",
-              f'funnel_collector_requests_total{{status="200"}} {counts["requests"]}']
-    lines += [f'funnel_collector_requests_total{{status="{k[8:]}"}} {v}'
-              for k, v in sorted(counts.items()) if k.startswith("refused_")]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    """Prometheus text: requests by status, events taken and rejected (by reason)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CountsCollector(request.app[COLLECTOR].counts))
+    return web.Response(body=generate_latest(registry), content_type="text/plain")
 
 
 async def _preflight(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from funnel.config import ScoringModel
 from streams.db.writer import Projection
@@ -21,7 +22,7 @@ from streams.worker.checkpoint import Checkpoint
 from streams.worker.faust_glue import (FaustChangelog, FaustProducer, ack, seek_before_resume,
                                        seeked)
 from streams.worker.metrics import Metrics
-from streams.worker.outbox import Source
+from streams.records import Source
 from streams.worker.pipeline import Pipeline
 from streams.worker.progress import Progress
 from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
@@ -63,16 +64,14 @@ def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
                      metrics: Metrics, progress: Progress) -> None:
     inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
-    holder: list[Pipeline] = []
 
-    async def on_changelog_event(event: Any) -> None:   # table recovery
-        if holder:
-            holder[0].store.recovered(event.key, event.message.partition)
+    async def on_changelog_event(event: Any) -> None:   # table recovery (runs after start)
+        store.recovered(event.key, event.message.partition)
 
     table = app.Table("lead-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, on_changelog_event=on_changelog_event)
-    pipeline = Pipeline(LeadStore(table.data, model), settings, model, topics, metrics)
-    holder.append(pipeline)
+    store = LeadStore(table.data, model)
+    pipeline = Pipeline(store, settings, model, topics, metrics)
     checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
     producer, changelog = FaustProducer(app), FaustChangelog(table)
     lock = asyncio.Lock()
@@ -124,17 +123,13 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
     producer = FaustProducer(app)
     writer = Projection(settings.dsn(), settings.db_schema)
     projection = ProjectionSink(topics.leads, writer, ack, settings, metrics,
-                                producer.send_acked, topics.dlq)
+                                producer.send_acked, topics.dlq,
+                                lambda topic, p: app.consumer.highwater(TP(topic, p)))
     costs = spend_sink(topics.costs, Projection(settings.dsn(), settings.db_schema), ack, settings,
                        producer.send_acked, topics.dlq)
+    sinks = (projection, costs)
 
-    async def flush(sink: TopicSink) -> None:
-        taken = await sink.flush()
-        if sink is projection:
-            projection.lag([e.message for _, e in taken],
-                           lambda m: app.consumer.highwater(m.tp))
-
-    for sink, name in ((projection, "funnel-projection"), (costs, "funnel-costs")):
+    for sink, name in zip(sinks, ("funnel-projection", "funnel-costs")):
         def agent(sink: TopicSink = sink) -> Any:
             async def run(stream: faust.StreamT) -> None:
                 manual = stream.noack()
@@ -144,17 +139,17 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
                         progress.taken(source.topic, source.partition, source.offset)
                         sink.add(source, (manual, event))
                         if sink.due():
-                            await flush(sink)
+                            await sink.flush()
             return run
         app.agent(raw_topic(app, settings, sink.topic), name=name, concurrency=1)(agent())
 
     @app.timer(settings.sink_interval)
     async def flush_sinks() -> None:
-        for sink in (projection, costs):
+        for sink in sinks:
             if sink.due():
-                await flush(sink)
+                await sink.flush()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        for sink in (projection, costs):
-            await flush(sink)
+        for sink in sinks:
+            await sink.flush()

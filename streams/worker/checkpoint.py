@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from funnel.model import Lead
-from streams.worker.outbox import Record
+from streams.records import Record
 
 MARKER_KEY = "\x00funnel-batch-end"   # no lead has this id (ids are at most 256 printable chars)
 MARKER_VALUE = b"{}"

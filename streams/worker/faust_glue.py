@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.worker.outbox import Record
+from streams.records import Record
 
 
 def seek_before_resume() -> None:

@@ -17,7 +17,7 @@ from funnel.history import Item, is_command, item_id, item_time, revive
 from funnel.merge import LinkRefused, accept_link, merge
 from funnel.model import Lead
 from schemas.identity import MAX_HOPS, Absorb, Forward, HistoryItem, Link
-from streams.worker.outbox import Source
+from streams.records import Source
 
 if TYPE_CHECKING:
     from streams.worker.pipeline import Pipeline

@@ -12,8 +12,6 @@ from streams.records import CLOUDEVENT_HEADERS, Record, Source, dead_letter_reco
 from streams.topics import Topics
 from streams.worker.metrics import Metrics
 
-__all__ = ["CLOUDEVENT_HEADERS", "Outbox", "Record", "Source", "dead_letter_record"]
-
 
 class Outbox:
     def __init__(self, topics: Topics, metrics: Metrics) -> None:

@@ -25,7 +25,8 @@ from streams.topics import Topics
 from streams.worker.emit import Emitter
 from streams.worker.identity import IdentityProtocol
 from streams.worker.metrics import Metrics
-from streams.worker.outbox import Outbox, Record, Source
+from streams.records import Record, Source
+from streams.worker.outbox import Outbox
 from streams.worker.route import Router
 from streams.worker.schedule import DeadlineSchedule
 from streams.worker.store import LeadStore
@@ -102,7 +103,7 @@ class Pipeline:
         """``lead`` is the new live state; its next deadline is scheduled."""
         self.store.keep(lead, partition)
         if self.cooling or self.deadlines:
-            self.schedule.set(lead.lead_id, next_due(lead, self.model, cooling=self.cooling))
+            self.reschedule(lead)
 
     def changed(self, old: Lead, new: Lead, partition: int, transitions: list[TransitionRecord],
                 cooled: bool = False) -> None:
@@ -120,7 +121,7 @@ class Pipeline:
             self.seeded = True
             for lead_id, p in list(self.store.partition_of.items()):
                 if lead_id not in self.schedule and p in assigned:
-                    self.keep_schedule(self.store.load(lead_id, p))
+                    self.reschedule(self.store.load(lead_id, p))
         changed = 0
         for lead_id in self.schedule.pop_due(now):
             p = self.store.partition_of.get(lead_id)
@@ -133,10 +134,11 @@ class Pipeline:
                 self.changed(lead, new, p, transitions, cooled=new.temperature != lead.temperature)
                 changed += 1
             else:
-                self.keep_schedule(lead)
+                self.reschedule(lead)
         return changed
 
-    def keep_schedule(self, lead: Lead) -> None:
+    def reschedule(self, lead: Lead) -> None:
+        """When the periodic pass next needs ``lead``."""
         self.schedule.set(lead.lead_id, next_due(lead, self.model, cooling=self.cooling))
 
     # --- the batch -------------------------------------------------------------------------

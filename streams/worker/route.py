@@ -16,7 +16,8 @@ from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
 from schemas.identity import Absorb, Forward, Link
 from schemas.wire import InvalidMessage
-from streams.worker.outbox import Outbox, Source
+from streams.records import Source
+from streams.worker.outbox import Outbox
 
 Decoder = Callable[[bytes | None], Any]
 Handler = Callable[[Any, Source], None]

@@ -22,7 +22,7 @@ from schemas.lead import LeadSnapshot
 from streams.db.writer import Projection
 from streams.settings import Settings
 from streams.worker.metrics import Metrics
-from streams.worker.outbox import Record, Source, dead_letter_record
+from streams.records import Record, Source, dead_letter_record
 from streams.worker.sink import BatchingSink
 
 log = logging.getLogger("funnel.sinks")
@@ -41,8 +41,10 @@ class TopicSink:
         self.dead_letter, self.dlq = dead_letter, dlq
         self.batch: BatchingSink[tuple[Any, Source]] = BatchingSink(
             self.write, ack, settings.sink_max_items, settings.sink_interval)
+        self.last: dict[int, Source] = {}   # partition -> the last message added from it
 
     def add(self, source: Source, token: Any) -> None:
+        self.last[source.partition] = source
         try:
             item = (self.model.model_validate_json(source.value or b""), source)
         except Exception as exc:  # a foreign message on our topic: skip it, say so
@@ -51,7 +53,7 @@ class TopicSink:
         self.batch.add(item, token)
 
     async def write(self, pairs: list[tuple[Any, Source]]) -> None:
-        sources = {id(item): source for item, source in pairs}
+        sources = {id(item): source for item, source in pairs}   # the writer passes items back
 
         async def refused(item: Any, exc: Exception) -> None:
             await self.dead_letter(dead_letter_record(
@@ -70,24 +72,27 @@ class ProjectionSink(TopicSink):
     """Snapshots into the lead tables; counts rows and keeps the projection's lag."""
 
     def __init__(self, topic: str, writer: Projection, ack: Ack, settings: Settings,
-                 metrics: Metrics, dead_letter: Send, dlq: str) -> None:
+                 metrics: Metrics, dead_letter: Send, dlq: str,
+                 highwater: Callable[[str, int], int | None]) -> None:
         super().__init__(topic, LeadSnapshot, self.write_snapshots, ack, settings, dead_letter,
                          dlq)
-        self.writer, self.metrics = writer, metrics
-        self.behind: dict[int, int] = {}   # partition -> snapshots behind its high watermark
+        self.writer, self.metrics, self.highwater = writer, metrics, highwater
 
     async def write_snapshots(self, snapshots: list[LeadSnapshot], refused: Any) -> None:
         self.metrics.projected.inc(await self.writer.write(snapshots, refused))
 
-    def lag(self, messages: list[Any], highwater: Callable[[Any], int | None]) -> None:
-        """Record the lag after writing ``messages`` (Kafka messages: ``partition``,
-        ``offset``, ``timestamp``); ``highwater(message)`` is its partition's end."""
-        if not messages:
-            return
-        for m in messages:
-            self.behind[m.partition] = max((highwater(m) or 0) - m.offset - 1, 0)
-        self.metrics.set_projection_lag(sum(self.behind.values()))
-        self.metrics.projection_lag_seconds.set(max(time.time() - messages[-1].timestamp, 0.0))
+    async def flush(self) -> list[Any]:
+        """Write the batch, then record the lag: per partition, snapshots past the last one
+        written (``highwater(topic, partition)`` is its end); and the newest one's age."""
+        last = dict(self.last)   # what this flush writes, before anything more is added
+        taken = await super().flush()
+        if taken:
+            behind = {p: max((self.highwater(s.topic, p) or 0) - s.offset - 1, 0)
+                      for p, s in last.items()}
+            self.metrics.set_projection_lag(sum(behind.values()))
+            newest = max((s.timestamp or 0.0) for s in last.values())
+            self.metrics.projection_lag_seconds.set(max(time.time() - newest, 0.0))
+        return taken
 
 
 def spend_sink(topic: str, writer: Projection, ack: Ack, settings: Settings, dead_letter: Send,

@@ -19,7 +19,7 @@ from schemas.lead import LeadSnapshot
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker.checkpoint import MARKER_KEY, Checkpoint
-from streams.worker.outbox import Record, Source
+from streams.records import Record, Source
 from streams.worker.pipeline import Pipeline
 from streams.worker.schedule import DeadlineSchedule
 from streams.worker.sink import BatchingSink
