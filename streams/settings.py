@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,9 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     model: Path | None = None
     data_dir: Path = Path(".funnel")
+    embedded_storage: Literal["disk", "memory"] = Field(
+        "disk", description="where the embedded broker keeps its topics: disk (in the data dir, "
+        "kept across restarts) or memory (gone when it stops; faster)")
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$")
     group_id: str | None = Field(None, description="Faust app id / consumer group; default from prefix")
     flush_interval: float = Field(0.25, gt=0, description="seconds between coalesced state flushes")

@@ -44,8 +44,12 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
     broker = db = None
     try:
         if settings.broker is None:
-            broker = EmbeddedBroker(settings.data_dir).start()
-            echo(f"embedded broker (Tansu) at {broker.url}")
+            durable = settings.embedded_storage == "disk"
+            broker = EmbeddedBroker(settings.data_dir, durable=durable).start()
+            kept = f"topics in {broker.store_dir}" if durable else "topics in memory"
+            if not broker.fresh:
+                kept += ", with the leads of earlier runs"
+            echo(f"embedded broker (Tansu) at {broker.url}   ({kept})")
         if settings.database_url is None:
             db = EmbeddedPostgres(settings.data_dir).start()
             echo(f"embedded PostgreSQL at {db.url}   (psql {db.url})")
@@ -53,8 +57,8 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
             "broker": settings.broker or broker.url,  # type: ignore[union-attr]
             "database_url": settings.database_url or SecretStr(db.url),  # type: ignore[union-attr]
         })
-        if broker is not None and db is not None:
-            # the embedded broker keeps nothing between runs, so neither does the projection
+        if broker is not None and db is not None and broker.fresh:
+            # the embedded broker starts empty (in memory, or a new data dir), so does the table
             reset(resolved.dsn(), resolved.db_schema)
         yield resolved
     finally:

