@@ -186,6 +186,8 @@ class ScoringModel(_Strict):
     fit: Fit
     lifecycle: Lifecycle
     referral_mediums: list[str] = Field(default_factory=lambda: ["referral"])
+    # provenance of a learned model (``funnel learn``): period, rows, outcome, holdout figures
+    learned_from: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -192,14 +192,14 @@ def fit(model: ScoringModel, traits: dict[str, Any]) -> tuple[float, list[Reason
     total = 0.0
     reasons = []
     for rule in model.fit.rules:
-        if _fit_rule_holds(rule, traits):
+        if fit_rule_holds(rule, traits):
             total += rule.points
             reasons.append(Reason(rule=rule.id, points=rule.points, kind="fit",
                                   detail=f"{rule.trait}={traits.get(rule.trait)!s:.60}"))
     return max(total, 0.0), reasons
 
 
-def _fit_rule_holds(rule: FitRule, traits: dict[str, Any]) -> bool:
+def fit_rule_holds(rule: FitRule, traits: dict[str, Any]) -> bool:
     return holds(rule.when, traits.get(rule.trait))
 
 

@@ -7,6 +7,7 @@ sales commands that follow (created leads, won and lost deals) for ``funnel.sale
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ GOOD_INDUSTRIES = ["software", "saas", "fintech", "ecommerce", "retail", "educat
 OTHER_INDUSTRIES = ["agriculture", "mining", "government", "non-profit", "hospitality"]
 GOOD_TITLES = ["CTO", "Head of Marketing", "VP Sales", "Founder", "Director of IT", "CEO"]
 OTHER_TITLES = ["Student", "Intern", "Analyst", "Engineer", "Assistant"]
+PLAIN_TITLES = ["Analyst", "Engineer", "Consultant", "Specialist"]
+DECIDERS = ["ceo", "cto", "cfo", "founder", "head", "director", "vp", "manager", "owner"]
 GOOD_COUNTRIES = ["US", "GB", "DE", "FR", "VN", "SG", "AU", "CA"]
 OTHER_COUNTRIES = ["BR", "AR", "EG", "KE", "PE"]
 CAMPAIGNS = [
@@ -31,11 +34,31 @@ CAMPAIGNS = [
 PAGES = ["/", "/blog/lead-scoring", "/blog/mql-vs-sql", "/features", "/customers", "/about"]
 
 
+# The hidden ground truth of a deal: the log-odds of winning it, once a lead is in Sales' hands,
+# from a few of its traits and behaviours before that moment. Nothing in the messages says it;
+# ``funnel learn`` has to find it from the outcomes (tests/unit/test_learn.py checks it does).
+TRUE_DRIVERS = {"webinar": 2.0, "ad-clicked": -1.3, "decision-maker": 0.7}
+TRUE_BASE = -0.6
+
+
+def true_propensity(webinar: bool, ad_clicked: bool, decision_maker: bool) -> float:
+    """The probability that Sales wins the deal of a lead with these drivers."""
+    logit = TRUE_BASE + TRUE_DRIVERS["webinar"] * webinar \
+        + TRUE_DRIVERS["ad-clicked"] * ad_clicked + TRUE_DRIVERS["decision-maker"] * decision_maker
+    return 1 / (1 + math.exp(-logit))
+
+
+def _decides(traits: dict[str, Any]) -> bool:
+    return any(w in str(traits.get("job_title", "")).lower() for w in DECIDERS)
+
+
 @dataclass
 class Traffic:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)   # (key, message)
     malformed: list[tuple[str | None, bytes]] = field(default_factory=list)
     commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # lead id -> its true chance of a won deal (buyers and referrals only); never published
+    propensity: dict[str, float] = field(default_factory=dict)
 
 
 class _Gen:
@@ -110,11 +133,17 @@ class _Gen:
         kind = r.choices(["buyer", "researcher", "visitor", "referral", "sales"],
                          weights=[22, 28, 38, 6, 6])[0]
         if kind == "sales":
-            self.command(user, "create", day, reason="met at trade show",
-                         traits=self.traits(True))
-            if r.random() < 0.5:
+            traits = self.traits(True, job_title=r.choice(GOOD_TITLES + PLAIN_TITLES))
+            self.command(user, "create", day, reason="met at trade show", traits=traits)
+            p = true_propensity(False, False, _decides(traits))
+            self.out.propensity[user] = p
+            if r.random() < 0.2:
+                return                                                      # still open
+            if r.random() < p:
                 self.command(user, "won", day + 2, amount=float(r.choice([1200, 4800, 9600])),
                              currency="USD", reason="signed")
+            else:
+                self.command(user, "lost", day + 2, reason="no decision")
             return
         self.browse({"anonymousId": anon}, day, r.randint(1, 4), campaign)    # anonymous first
         if kind == "visitor" and r.random() < 0.6:
@@ -122,8 +151,10 @@ class _Gen:
         good = kind in ("buyer", "referral") or (kind == "researcher" and r.random() < 0.5)
         extra = {"referred_by": self.fake.email()} if kind == "referral" else {}
         known = {"userId": user, "anonymousId": anon}
-        self.emit(self.msg("identify", known, self.at(day + 0.3),
-                           traits=self.traits(good, **extra)))
+        if kind in ("buyer", "referral") and r.random() < 0.4:
+            extra["job_title"] = r.choice(PLAIN_TITLES)   # not every buyer decides
+        traits = self.traits(good, **extra)
+        self.emit(self.msg("identify", known, self.at(day + 0.3), traits=traits))
         self.browse(known, day + 0.4, r.randint(1, 3), None)
         if kind == "visitor":
             if r.random() < 0.3:
@@ -136,20 +167,37 @@ class _Gen:
             if r.random() < 0.4:
                 self.track(known, day + 1, "Webinar Attended", webinar="funnel-101")
             return
+        self.buyer(known, user, day, campaign, traits)
+
+    def buyer(self, known: dict[str, str], user: str, day: float, campaign: dict | None,
+              traits: dict[str, Any]) -> None:
+        """Pricing, maybe a webinar or an ad click, a demo and a call; then a deal won or lost
+        as its hidden propensity says (or still open)."""
+        r = self.rnd
+        webinar = r.random() < 0.4
+        ad_clicked = campaign is not None and campaign["medium"] == "cpc" and r.random() < 0.6
+        if ad_clicked:
+            self.track(known, day + 0.7, "Ad Clicked", campaign=campaign["name"])
+        if webinar:
+            self.track(known, day + 0.8, "Webinar Attended", webinar="funnel-101")
         self.browse(known, day + 1, 1, None)
         self.emit(self.msg("page", known, self.at(day + 1.1), properties={"path": "/pricing"}))
         self.track(known, day + 1.2, "Demo Requested")
         self.track(known, day + 1.5, "Call Completed", duration_seconds=r.randint(300, 1800))
-        outcome = r.random()
-        if outcome < 0.35:
-            self.track(known, day + 2, "Order Completed",
-                       revenue=float(r.choice([900, 2400, 7200])), currency="USD")
-        elif outcome < 0.6:
-            self.command(user, "won", day + 2.5, amount=float(r.choice([1500, 6000])),
-                         currency="USD")
-        elif outcome < 0.75:
+        p = true_propensity(webinar, ad_clicked, _decides(traits))
+        self.out.propensity[user] = p
+        if r.random() < 0.1:
+            return                                                          # still open
+        if r.random() < p:
+            if r.random() < 0.55:
+                self.track(known, day + 2, "Order Completed",
+                           revenue=float(r.choice([900, 2400, 7200])), currency="USD")
+            else:
+                self.command(user, "won", day + 2.5, amount=float(r.choice([1500, 6000])),
+                             currency="USD")
+        elif r.random() < 0.6:
             self.command(user, "lost", day + 2.5, reason="went with a competitor")
-        elif outcome < 0.85:
+        else:
             self.command(user, "reject", day + 2.5, reason="no budget this year")
 
     def ad_spend(self, start: datetime, days: int) -> None:

@@ -56,12 +56,14 @@ class Up:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"funnel up exited:\n{self.log()}"
+            if self.proc.poll() is not None:
+                raise AssertionError(f"funnel up exited:\n{self.log()}")
             out = self.log()[seen:]
             if (found := EXPORT.search(out)) and "worker started" in out:
                 self.broker, self.dsn = found.groups()
                 return self
             time.sleep(0.2)
+        self.stop(signal.SIGTERM)   # leave nothing running behind a failed start
         raise AssertionError(f"funnel up did not start:\n{self.log()}")
 
     def log(self) -> str:
@@ -103,7 +105,11 @@ class Up:
             os.killpg(self.proc.pid, signal.SIGKILL)
         else:
             self.proc.send_signal(sig)
-        self.proc.wait(60)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
