@@ -156,7 +156,13 @@ def count_rule(rule_days: dict[str, list[Any]], rule: InterestRule, day: str) ->
 def add_points(model: ScoringModel, score: float, anchor: datetime | None, at: datetime,
                points: float) -> tuple[float, datetime]:
     """Add ``points`` earned at ``at`` to a score anchored at ``anchor``; returns the new
-    (score, anchor). Out-of-order events are decayed to the anchor, so the result is exact."""
+    (score, anchor). Out-of-order events are decayed to the anchor, so the result is exact.
+
+    The raw score is not floored here: it may go below zero (an unsubscribe weighs on), and it is
+    read as ``max(raw, 0)`` (:func:`shown`). Flooring at each step made the score depend on the
+    order the events arrived in (an unsubscribe older than a page view already taken wiped the
+    page view out; taken first, it did not), so a replay and the live pipeline, or two arrival
+    orders across partitions, could disagree. A sum of decayed points does not depend on order."""
     if anchor is None or at >= anchor:
         base = decayed(model, score, anchor, at)
         new, new_anchor = base + points, at
@@ -166,7 +172,12 @@ def add_points(model: ScoringModel, score: float, anchor: datetime | None, at: d
     cap = model.interest.cap
     if cap is not None:
         new = min(new, cap)
-    return max(new, 0.0), new_anchor
+    return new, new_anchor
+
+
+def shown(raw: float) -> float:
+    """The interest score as shown and compared: the raw sum, never below zero."""
+    return max(raw, 0.0)
 
 
 _RANK = {"cold": 0, "warm": 1, "hot": 2}

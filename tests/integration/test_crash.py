@@ -103,9 +103,12 @@ def test_killed_and_restarted_worker_ends_with_the_same_leads_and_every_handoff(
     # the differential check: replaying the same history offline gives the live answer
     offline = replay([parse_event(orjson.dumps(m)) for _, m in generate(250, 20, 11).events],
                      load_model())
-    assert {r[0]: (r[1], r[2], r[7], r[12]) for r in leads} == {
-        k: (v.stage, round(v.interest_raw, 3), v.events_count, v.merged_into)
-        for k, v in offline.leads.items()}
+    live = {r[0]: (r[1], r[2], r[7], r[12]) for r in leads}
+    want = {k: (v.stage, round(max(v.interest_raw, 0.0), 3), v.events_count, v.merged_into)
+            for k, v in offline.leads.items()}
+    differ = {k: (live.get(k), want.get(k)) for k in set(live) | set(want)
+              if live.get(k) != want.get(k)}
+    assert not differ, f"{len(differ)} leads differ live vs replay: {list(differ.items())[:5]}"
     assert sum(1 for r in leads if r[12]) > 20     # anonymous visitors merged on identify
     assert len(leads) > 200
     assert {r[1] for r in leads} >= {"iql", "mql", "sql", "customer"}
