@@ -13,14 +13,15 @@ Outcomes:
 - ``won``: among leads that reached SQL (the moment: their first SQL), 1 if they became a
   customer, 0 if Sales lost, rejected or disqualified them; still open: no row.
 - ``sql``: among leads that reached MQL (the moment: their first MQL), 1 if they went on to SAL or
-  SQL, 0 if they were recycled or disqualified first; still open: no row.
+  SQL, 0 if they were recycled or disqualified first, or are still MQLs past the MQL expiry
+  (``lifecycle.sla.mql_days`` before the end of the history); still open: no row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from funnel.backtest import replay
@@ -52,8 +53,11 @@ def feature_names(model: ScoringModel) -> list[str]:
     return [r.id for r in model.interest.rules] + [r.id for r in model.fit.rules]
 
 
-def label(lead: Lead, outcome: Outcome) -> tuple[datetime, int] | None:
-    """(decision moment, 1/0) of a lead, or None when it never got there or is still open."""
+def label(lead: Lead, outcome: Outcome, expired_before: datetime | None = None
+          ) -> tuple[datetime, int] | None:
+    """(decision moment, 1/0) of a lead, or None when it never got there or is still open.
+    ``expired_before``: a lead still waiting at the decision stage since before it counts as 0
+    (for ``sql``: an MQL nobody worked past the MQL expiry, which a replay has no clock to fire)."""
     stage, good, bad = OUTCOMES[outcome]
     moment = None
     for t in lead.transitions:
@@ -65,6 +69,9 @@ def label(lead: Lead, outcome: Outcome) -> tuple[datetime, int] | None:
             return moment, 1
         if t.trigger in bad:
             return moment, 0
+    if moment is not None and expired_before is not None and lead.stage == stage \
+            and moment < expired_before:
+        return moment, 0
     return None
 
 
@@ -78,9 +85,14 @@ def rows(messages: Sequence[Message], model: ScoringModel, outcome: Outcome) -> 
         if isinstance(m, InteractionEvent) and is_spend_report(m):
             continue
         mine.setdefault(owner.get(key, key), []).append(m)
+    expired_before = None
+    days = model.lifecycle.sla.mql_days
+    if outcome == "sql" and days is not None and messages:
+        expired_before = max(_time(m) for m in messages) - timedelta(days=days)
     out = []
     for lead_id, lead in leads.items():
-        if lead.merged_into is not None or (found := label(lead, outcome)) is None:
+        if lead.merged_into is not None or \
+                (found := label(lead, outcome, expired_before)) is None:
             continue
         at, y = found
         out.append(Row(lead_id, at, y, features(model, mine.get(lead_id, []), at)))

@@ -6,6 +6,7 @@ candidate is an ordinary model file (model check, backtest, FUNNEL_MODEL)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import numpy as np
 import orjson
@@ -117,3 +118,16 @@ def test_the_candidate_round_trips_through_check_backtest_and_funnel_model(tmp_p
     bad = runner.invoke(main, ["learn", "--events", str(hist), "--out", str(cand),
                                "--since", "2027-06-01"])
     assert bad.exit_code == 1 and "no lead in the history" in bad.output
+
+
+def test_the_sql_outcome_counts_mqls_left_past_their_expiry_as_negatives(simulated):
+    msgs, _, _ = simulated
+    model = load_model()
+    data = rows(msgs, model, "sql")
+    end = max(getattr(m, "timestamp", None) or m.occurred_at for m in msgs)
+    negatives = [r for r in data if r.label == 0]
+    assert negatives and any(r.label for r in data)
+    # nobody recycles an MQL in a replay (no clock): every 0 here is an MQL left past the expiry
+    expiry = timedelta(days=model.lifecycle.sla.mql_days)
+    assert all(r.at < end - expiry for r in negatives)
+    assert learn(msgs, model, "sql").report["holdout"]["candidate"]["auc"] > 0.5
