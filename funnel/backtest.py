@@ -9,12 +9,12 @@ out the same, lead versions may differ.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from funnel.config import ScoringModel
 from funnel.decide import CommandRefused, Message, new_lead, process
-from funnel.history import compact
+from funnel.history import compact, message_time
 from funnel.merge import LinkRefused, accept_link, merge
 from funnel.model import Lead
 from schemas.costs import is_spend_report
@@ -43,13 +43,6 @@ def replay(messages: Iterable[Message], model: ScoringModel) -> Replay:
         out.handoffs.update(t.to_stage for t in transitions
                             if t.to_stage in ("mql", "sql", "customer"))
 
-    def owner(lead: Lead) -> Lead:
-        for _ in range(5):
-            if lead.merged_into is None:
-                break
-            lead = get(lead.merged_into)
-        return lead
-
     for m in messages:
         if isinstance(m, InteractionEvent) and is_spend_report(m):
             continue   # campaign spend, not a lead's interaction (the pipeline routes it apart)
@@ -57,7 +50,7 @@ def replay(messages: Iterable[Message], model: ScoringModel) -> Replay:
         lead = get(lead_id)
         try:
             if lead.merged_into is not None:   # a message under an id merged into another
-                target = owner(lead)
+                target = owner(lead, get)
                 if isinstance(m, InteractionEvent):
                     new, transitions = merge(target, [compact(m)], None, m.timestamp, model)
                 else:
@@ -82,10 +75,21 @@ def replay(messages: Iterable[Message], model: ScoringModel) -> Replay:
             if marked is None:
                 continue
             leads[other] = marked
-            at = m.timestamp if isinstance(m, InteractionEvent) else m.occurred_at
+            at = message_time(m)
             new, transitions = merge(leads[new.lead_id], history, other, at, model)
             store(new, transitions)
     return out
+
+
+def owner(lead: Lead, get: Callable[[str], Lead | None]) -> Lead:
+    """The lead ``lead`` was finally merged into (itself when never merged), following at most
+    five hops; ``get`` finds a lead by id (None: the chain stops there)."""
+    for _ in range(5):
+        nxt = get(lead.merged_into) if lead.merged_into is not None else None
+        if nxt is None:
+            break
+        lead = nxt
+    return lead
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,7 @@ def learn(messages: Sequence[Message], current: ScoringModel, outcome: Outcome =
 def _written(current: ScoringModel, points: dict[str, float], scale: tuple[float, float],
              report: dict, last: datetime, weights: dict[str, float], fired: dict[str, int],
              curves: dict) -> Learned:
-    d = _candidate(current, points, report["mql_bar"]["min_interest"],
-                   report["mql_bar"]["min_fit"], scale, report, last)
+    d = _candidate(current, points, scale, report, last)
     text = render(d, report, weights, fired)
     try:
         model = parse_model(text, "<candidate>")
@@ -129,9 +128,10 @@ def _ratio(learned: np.ndarray, current: np.ndarray) -> float:
     return a / b if a > 0 and b > 0 else 1.0
 
 
-def _candidate(current: ScoringModel, points: dict[str, float], bar_i: float, bar_f: float,
-               scale: tuple[float, float], report: dict, last: datetime) -> dict:
+def _candidate(current: ScoringModel, points: dict[str, float], scale: tuple[float, float],
+               report: dict, last: datetime) -> dict:
     d = current.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    bar_i, bar_f = report["mql_bar"]["min_interest"], report["mql_bar"]["min_fit"]
     d["name"] = f"{current.name}-learned"
     d["version"] = f"{current.version}-learned-{last:%Y%m%d}"
     for part in ("interest", "fit"):

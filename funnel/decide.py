@@ -12,7 +12,7 @@ import orjson
 
 from funnel import scoring
 from funnel.config import ScoringModel
-from funnel.history import Message, compact, remember
+from funnel.history import Message, compact, message_time, remember
 from funnel.lifecycle import Refused
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, ORDERS_KEPT, SEEN_WINDOW,
                           TRAITS_BYTES, Lead)
@@ -49,7 +49,7 @@ def process(lead: Lead, message: Message, model: ScoringModel) -> tuple[Lead, li
     lead.version += 1
     lead.model_name, lead.model_version = model.name, model.version
     remember(lead, compact(message))
-    at = message.timestamp if isinstance(message, InteractionEvent) else message.occurred_at
+    at = message_time(message)
     timed: list[TransitionRecord] = []
     apply_deadlines(lead, at, timed, model)   # deadlines that passed before this message, in event time
     if isinstance(message, InteractionEvent):

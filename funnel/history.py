@@ -17,6 +17,11 @@ from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
 
 Message = Union[InteractionEvent, SalesCommand]
+
+
+def message_time(m: Message) -> datetime:
+    """A message's event time: an event's ``timestamp``, a command's ``occurred_at``."""
+    return m.timestamp if isinstance(m, InteractionEvent) else m.occurred_at
 Item = dict[str, Any]
 
 EVENT_FIELDS = {"messageId", "type", "timestamp", "userId", "anonymousId", "event", "name",

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from funnel.backtest import owner as owner_of
 from funnel.backtest import replay
 from funnel.config import ScoringModel
-from funnel.decide import Message
+from funnel.history import Message, message_time
 from funnel.model import Lead
 from funnel.scoring import applicable_rules, count_rule, fit_rule_holds, record_hit
 from schemas.commands import SalesCommand
@@ -78,7 +79,7 @@ def label(lead: Lead, outcome: Outcome, expired_before: datetime | None = None
 def rows(messages: Sequence[Message], model: ScoringModel, outcome: Outcome) -> list[Row]:
     """One row per labelled lead, in order of decision moment (then lead id)."""
     leads = replay(messages, model).leads
-    owner = _owners(leads)
+    owner = {lead_id: owner_of(lead, leads.get).lead_id for lead_id, lead in leads.items()}
     mine: dict[str, list[Message]] = {}
     for m in messages:
         key = m.lead_key if isinstance(m, InteractionEvent) else m.lead_id
@@ -88,7 +89,7 @@ def rows(messages: Sequence[Message], model: ScoringModel, outcome: Outcome) -> 
     expired_before = None
     days = model.lifecycle.sla.mql_days
     if outcome == "sql" and days is not None and messages:
-        expired_before = max(_time(m) for m in messages) - timedelta(days=days)
+        expired_before = max(message_time(m) for m in messages) - timedelta(days=days)
     out = []
     for lead_id, lead in leads.items():
         if lead.merged_into is not None or \
@@ -99,24 +100,10 @@ def rows(messages: Sequence[Message], model: ScoringModel, outcome: Outcome) -> 
     return sorted(out, key=lambda r: (r.at, r.lead_id))
 
 
-def _owners(leads: dict[str, Lead]) -> dict[str, str]:
-    """Each id -> the lead it was finally merged into (itself when never merged)."""
-    out = {}
-    for lead_id, lead in leads.items():
-        at = lead
-        for _ in range(5):
-            nxt = leads.get(at.merged_into) if at.merged_into else None
-            if nxt is None:
-                break
-            at = nxt
-        out[lead_id] = at.lead_id
-    return out
-
-
 def features(model: ScoringModel, messages: Iterable[Message], until: datetime
              ) -> dict[str, float]:
     """Interest rule hits and fit rules holding, from ``messages`` up to ``until`` only."""
-    timed = sorted(((_time(m), i, m) for i, m in enumerate(messages)), key=lambda x: x[:2])
+    timed = sorted(((message_time(m), i, m) for i, m in enumerate(messages)), key=lambda x: x[:2])
     traits: dict[str, Any] = {}
     days: dict[str, list[Any]] = {}
     hits: dict[str, list[datetime]] = {}
@@ -136,7 +123,3 @@ def features(model: ScoringModel, messages: Iterable[Message], until: datetime
     for rule in model.fit.rules:
         out[rule.id] = 1.0 if fit_rule_holds(rule, traits) else 0.0
     return out
-
-
-def _time(m: Message) -> datetime:
-    return m.timestamp if isinstance(m, InteractionEvent) else m.occurred_at

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from funnel.scoring import shown
+
 from schemas.lead import (
     FirstTouch,
     LeadSnapshot,
@@ -118,7 +120,7 @@ class Lead(BaseModel):
             age = (self.interest_at - r.at).total_seconds() if self.interest_at and r.at else 0.0
             factor = 0.5 ** (max(age, 0.0) / (half_life_days * 86400.0)) if half_life_days else 1.0
             out.append(r.model_copy(update={"decayed": round(r.points * factor, 6)}))
-        rest = round(max(self.interest_raw, 0.0) - sum(r.decayed or 0.0 for r in out), 6)
+        rest = round(shown(self.interest_raw) - sum(r.decayed or 0.0 for r in out), 6)
         if abs(rest) > 1e-6:
             out.append(Reason(rule="(older, cap and floor)", points=rest, at=self.interest_at,
                               kind="adjustment", decayed=rest))
@@ -129,7 +131,7 @@ class Lead(BaseModel):
             lead_id=self.lead_id,
             version=self.version,
             stage=self.stage,
-            interest_score=round(max(self.interest_raw, 0.0), 3),
+            interest_score=round(shown(self.interest_raw), 3),
             temperature=self.temperature,
             fit_score=round(self.fit_score, 3),
             quality=self.quality,

@@ -141,12 +141,9 @@ def bench_learn(leads: int = 6000) -> None:
     from funnel.candidate import learn
     from funnel.fitting import fit
     from funnel.learn import feature_names
-    from schemas.commands import parse_command
+    from tests.unit.helpers import simulated_history
 
-    t = generate(leads, 90, seed=2)
-    msgs = [parse_event(orjson.dumps(m)) for _, m in t.events] + \
-        [parse_command(orjson.dumps(c)) for _, c in t.commands]
-    msgs.sort(key=lambda m: getattr(m, "timestamp", None) or m.occurred_at)
+    msgs, _ = simulated_history(leads, seed=2)
     started = time.perf_counter()
     learned = learn(msgs, load_model())
     elapsed = time.perf_counter() - started

@@ -6,8 +6,12 @@ import itertools
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from schemas.commands import SalesCommand
-from schemas.events import InteractionEvent
+import orjson
+
+from funnel.history import Message, message_time
+from schemas.commands import SalesCommand, parse_command
+from schemas.events import InteractionEvent, parse_event
+from streams.simulate import generate
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 _ids = itertools.count(1)
@@ -43,3 +47,14 @@ def command(action: str, *, lead: str = "u-1", when: datetime | None = None,
     return SalesCommand.model_validate({"command_id": cid or f"c-{next(_ids)}", "lead_id": lead,
                                         "action": action, "occurred_at": (when or T0).isoformat(),
                                         **kw})
+
+
+def simulated_history(leads: int, seed: int, days: int = 90
+                      ) -> tuple[list[Message], dict[str, float]]:
+    """Simulated events and sales commands, parsed, in event-time order; with the hidden
+    propensity of each lead that has one."""
+    t = generate(leads, days, seed)
+    msgs = [parse_event(orjson.dumps(m)) for _, m in t.events] + \
+        [parse_command(orjson.dumps(c)) for _, c in t.commands]
+    msgs.sort(key=message_time)
+    return msgs, t.propensity

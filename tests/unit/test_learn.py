@@ -9,7 +9,6 @@ import json
 from datetime import timedelta
 
 import numpy as np
-import orjson
 import pytest
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
@@ -17,26 +16,18 @@ from sklearn.metrics import roc_auc_score
 from funnel.candidate import learn
 from funnel.config import load_model
 from funnel.fitting import LearnError
+from funnel.history import message_time
 from funnel.learn import features, rows
-from schemas.commands import parse_command
-from schemas.events import parse_event
 from streams.cli import main
-from streams.simulate import TRUE_DRIVERS, generate
+from streams.simulate import TRUE_DRIVERS
+from tests.unit.helpers import simulated_history
 
 ORACLE_GAP = 0.06   # the learned model's holdout AUC comes within this of the true propensity's
 
 
-def history(leads: int, seed: int, days: int = 90):
-    t = generate(leads, days, seed)
-    msgs = [parse_event(orjson.dumps(m)) for _, m in t.events] + \
-        [parse_command(orjson.dumps(c)) for _, c in t.commands]
-    msgs.sort(key=lambda m: getattr(m, "timestamp", None) or m.occurred_at)
-    return msgs, t.propensity
-
-
 @pytest.fixture(scope="module")
 def simulated():
-    msgs, truth = history(3000, 11)
+    msgs, truth = simulated_history(3000, 11)
     return msgs, truth, learn(msgs, load_model())
 
 
@@ -81,10 +72,10 @@ def test_features_stop_at_the_decision_moment(simulated):
 
 
 def test_small_and_one_class_histories_are_refused_with_the_reason():
-    msgs, _ = history(60, 3)
+    msgs, _ = simulated_history(60, 3)
     with pytest.raises(LearnError, match="labelled rows to train on"):
         learn(msgs, load_model())
-    msgs, _ = history(1500, 4)
+    msgs, _ = simulated_history(1500, 4)
     only_wins = [m for m in msgs if getattr(m, "action", None) not in ("lost", "reject")]
     with pytest.raises(LearnError, match="negative outcomes"):
         learn(only_wins, load_model(), since=None)
@@ -124,7 +115,7 @@ def test_the_sql_outcome_counts_mqls_left_past_their_expiry_as_negatives(simulat
     msgs, _, _ = simulated
     model = load_model()
     data = rows(msgs, model, "sql")
-    end = max(getattr(m, "timestamp", None) or m.occurred_at for m in msgs)
+    end = max(message_time(m) for m in msgs)
     negatives = [r for r in data if r.label == 0]
     assert negatives and any(r.label for r in data)
     # nobody recycles an MQL in a replay (no clock): every 0 here is an MQL left past the expiry
