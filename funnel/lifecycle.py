@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from transitions import Machine, MachineError
+from transitions import Machine
 
 from funnel.config import ScoringModel
 from funnel.model import Lead
@@ -93,7 +93,13 @@ class Refused(Exception):
 
 
 class Lifecycle:
-    """One Machine per model, shared by every lead."""
+    """One Machine per model, shared by every lead.
+
+    The Machine is the definition: its moves are read off it once (each trigger's transitions
+    out of each stage, with their guards) and evaluated on the cursor directly, in the Machine's
+    order and with its meaning (the first transition whose guards hold is taken; ``dest`` None
+    is an internal move). Firing the library's own trigger per move (event data, callbacks,
+    state objects) cost a third of the core's time, for the same answer."""
 
     def __init__(self, rules: ScoringModel) -> None:
         self.cursor = _Cursor(rules)
@@ -101,6 +107,11 @@ class Lifecycle:
                                initial="iql", auto_transitions=False, send_event=False)
         self.machine.add_model(self.cursor)
         self._allowed = {stage: self.machine.get_triggers(stage) for stage in STAGES}
+        self._moves: dict[tuple[str, str], list[tuple[str | None, list[tuple[str, bool]]]]] = {
+            (trigger, stage): [(t.dest, [(str(c.func), bool(c.target)) for c in t.conditions])
+                               for t in moves]
+            for trigger, event in self.machine.events.items()
+            for stage, moves in event.transitions.items()}
 
     def allowed(self, stage: str) -> list[str]:
         """The triggers that have a move out of ``stage`` (guards not evaluated)."""
@@ -109,16 +120,18 @@ class Lifecycle:
     def fire(self, lead: Lead, trigger: str, signals: set[str] | None = None) -> str | None:
         """Try ``trigger`` on ``lead``; the new stage, or None when a guard says no.
         Raises :class:`Refused` when the stage has no such move at all."""
+        moves = self._moves.get((trigger, lead.stage))
+        if moves is None:
+            raise Refused(f"'{trigger}' is not allowed from stage '{lead.stage}'")
         cursor = self.cursor
         cursor.lead, cursor.signals = lead, signals or set()
-        self.machine.set_state(lead.stage, model=cursor)
         try:
-            moved = cursor.trigger(trigger)
-        except MachineError:
-            raise Refused(f"'{trigger}' is not allowed from stage '{lead.stage}'") from None
+            for dest, guards in moves:
+                if all(bool(getattr(cursor, name)()) == target for name, target in guards):
+                    return lead.stage if dest is None else dest
+            return None
         finally:
             cursor.lead = None
-        return cursor.state if moved else None
 
 
 _LIFECYCLES: dict[int, tuple[ScoringModel, Lifecycle]] = {}

@@ -4,8 +4,10 @@ fit points; both -> temperature and quality bands. Every point carries its reaso
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
+from fnmatch import translate
+from functools import lru_cache
 from typing import Any
 
 from funnel.config import Condition, FitRule, InterestRule, Match, ScoringModel
@@ -80,7 +82,7 @@ def matches(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bo
         return False
     if match.path is not None:
         path = event.path
-        if path is None or not any(fnmatchcase(path, pattern) for pattern in match.path):
+        if path is None or not _path_pattern(tuple(match.path)).match(path):
             return False
     for key, cond in match.properties.items():
         if not holds(cond, event.properties.get(key)):
@@ -95,6 +97,12 @@ def matches(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bo
     if match.known is not None and match.known != bool(traits.get("email")):
         return False
     return True
+
+
+@lru_cache(maxsize=4096)
+def _path_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression for a rule's path globs (``fnmatchcase`` semantics)."""
+    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
 
 
 def decay_factor(half_life_days: float | None, seconds: float) -> float:

@@ -87,11 +87,24 @@ def _walk(value: Any, where: str, depth: int) -> None:
             if len(k) > MAX_KEY:
                 raise LimitExceeded("max_key", where, f"a key of {len(k)} characters")
             _text(k, where)
-            _walk(v, f"{where}.{k}", depth + 1)
+            if not _plain(v):   # the path is built only where it may be needed
+                _walk(v, f"{where}.{k}", depth + 1)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:
             raise LimitExceeded("max_depth", where, f"arrays nested deeper than {MAX_DEPTH}")
         if len(value) > MAX_ITEMS:
             raise LimitExceeded("max_items", where, f"an array of {len(value)} items")
         for i, v in enumerate(value):
-            _walk(v, f"{where}[{i}]", depth + 1)
+            if not _plain(v):
+                _walk(v, f"{where}[{i}]", depth + 1)
+
+
+def _plain(v: Any) -> bool:
+    """A value within every limit at a glance (most are): a short string without NUL, a
+    small integer or float, a bool, None."""
+    t = type(v)
+    if t is str:
+        return len(v) <= MAX_STRING and "\x00" not in v
+    if t is int or t is float:
+        return -MAX_NUMBER <= v <= MAX_NUMBER   # false for NaN too
+    return v is None or t is bool

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     embedded_storage: Literal["disk", "memory"] = Field(
         "disk", description="where the embedded broker keeps its topics: disk (in the data dir, "
         "kept across restarts) or memory (gone when it stops; faster)")
+    state_store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="where the worker keeps its lead table: rocksdb (on disk in the "
+        "data dir, memory bounded by a cache; a restart reads only the changelog's tail) or "
+        "memory (every lead in memory; a restart reads the whole changelog)")
+    state_cache: int = Field(10_000, ge=100, description="decoded leads the worker keeps in "
+                             "memory (least recently used go first)")
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$")
     group_id: str | None = Field(None, description="Faust app id / consumer group; default from prefix")
     flush_interval: float = Field(0.25, gt=0, description="seconds between coalesced state flushes")

@@ -81,6 +81,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_DB_SCHEMA": settings.db_schema,
         "FUNNEL_SESSION_TIMEOUT": str(settings.session_timeout),
         "FUNNEL_FLUSH_INTERVAL": str(settings.flush_interval),
+        "FUNNEL_STATE_STORE": settings.state_store,
+        "FUNNEL_STATE_CACHE": str(settings.state_cache),
         "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "FUNNEL_SINK_MAX_ITEMS": str(settings.sink_max_items),

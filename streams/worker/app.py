@@ -19,14 +19,14 @@ from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint
-from streams.worker.faust_glue import (FaustChangelog, FaustProducer, ack, seek_before_resume,
-                                       seeked)
+from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
+                                       seek_before_resume, seeked)
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import Pipeline
 from streams.worker.progress import Progress
 from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
-from streams.worker.store import LeadStore
+from streams.worker.store import LeadStore, MemoryState
 
 log = logging.getLogger("funnel.app")
 
@@ -38,7 +38,8 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
     datadir = (settings.data_dir / "worker" / settings.app_id).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id, broker=settings.broker, store="memory://", datadir=str(datadir),
+        settings.app_id, broker=settings.broker, store=f"{settings.state_store}://",
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.session_timeout, broker_heartbeat_interval=1.0,
@@ -70,17 +71,19 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
 
     table = app.Table("lead-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, on_changelog_event=on_changelog_event)
-    store = LeadStore(table.data, model)
+    state = RocksState(table) if settings.state_store == "rocksdb" else MemoryState(table.data)
+    store = LeadStore(state, model, settings.state_cache)
     pipeline = Pipeline(store, settings, model, topics, metrics)
     checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
-    producer, changelog = FaustProducer(app), FaustChangelog(table)
+    producer, changelog = FaustProducer(app), FaustChangelog(table, state)
     lock = asyncio.Lock()
 
     async def commit() -> None:
         async with lock:
             if checkpoint.pending or pipeline.dirty():
-                records, state = pipeline.drain()
-                await checkpoint.commit(records, state, producer, changelog, ack)
+                records, leads = pipeline.drain()
+                await checkpoint.commit(records, leads, producer, changelog, ack)
+                store.trim()   # only now: the cache's older leads are in the table
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
@@ -101,10 +104,15 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
             if checkpoint.expired():
                 await commit()
 
+    def assigned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}
+
     @app.timer(settings.flush_interval)
     async def flush_idle_batch() -> None:
         if checkpoint.expired():
             await commit()
+        if (settings.cooling_interval > 0 or settings.timer_interval > 0) and seeked(app):
+            pipeline.seed(assigned())   # the table's leads into the timers' schedule, a step
 
     intervals = [i for i in (settings.cooling_interval, settings.timer_interval) if i > 0]
     if intervals:
@@ -112,9 +120,7 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
         async def timer_pass() -> None:
             if not seeked(app):
                 return
-            assigned = {tp.partition for tp in app.consumer.assignment()
-                        if tp.topic == topics.events}
-            if pipeline.timer_pass(datetime.now(timezone.utc), assigned):
+            if pipeline.timer_pass(datetime.now(timezone.utc), assigned()):
                 await commit()
 
 

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from funnel.model import Lead
 from streams.records import Record
+from streams.worker.store import encode
 
 MARKER_KEY = "\x00funnel-batch-end"   # no lead has this id (ids are at most 256 printable chars)
 MARKER_VALUE = b"{}"
@@ -81,7 +82,7 @@ class Checkpoint:
         if state:
             # 2. one changelog record per changed lead
             for lead_id, (partition, lead) in state.items():
-                changelog.write(partition, lead_id, lead.model_dump_json().encode())
+                changelog.write(partition, lead_id, encode(lead))
             await producer.flush()
             # 3. the end marker on every changelog partition written
             for partition in sorted({p for p, _ in state.values()}):

@@ -4,6 +4,7 @@ each with the failure it prevents. Kept apart so that the wiring reads as wiring
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from streams.records import Record
@@ -71,9 +72,43 @@ class FaustProducer:
 
 
 class FaustChangelog:
+    """A lead's state written to the table's store (``state``) and its changelog topic."""
+
+    def __init__(self, table: Any, state: Any) -> None:
+        self.table, self.state = table, state
+
+    def write(self, partition: int, key: str, value: bytes) -> None:
+        self.state.put(partition, key, value)
+        self.table.send_changelog(partition, key, value)
+
+
+class RocksState:
+    """The leads' bytes in Faust's ``rocksdb://`` store (the ``rocksdict`` driver): one RocksDB
+    per partition under the data dir, memory bounded by RocksDB's caches; a restart recovers
+    only the changelog written after the offset each database last persisted.
+
+    Read and written by partition directly, through the store's own databases and key
+    encoding: the store's mapping API picks the partition from the *current event*, and this
+    worker writes its state at the checkpoint, after the batch's events (from a timer, there is
+    no current event at all)."""
+
     def __init__(self, table: Any) -> None:
         self.table = table
 
-    def write(self, partition: int, key: str, value: bytes) -> None:
-        self.table.data[key] = value
-        self.table.send_changelog(partition, key, value)
+    def _db(self, partition: int) -> Any:
+        return self.table.data._db_for_partition(partition)
+
+    def get(self, partition: int, lead_id: str) -> bytes | None:
+        return self._db(partition).get(self.table.data._encode_key(lead_id))
+
+    def put(self, partition: int, lead_id: str, value: bytes) -> None:
+        self._db(partition).put(self.table.data._encode_key(lead_id), value)
+
+    def keys(self, partition: int) -> Iterator[str]:
+        store = self.table.data
+        for raw in self._db(partition).keys():
+            if raw != store.offset_key:
+                yield store._decode_key(raw)
+
+    def recovered(self, lead_id: str, partition: int) -> None:
+        """Nothing to do: recovery writes into the databases themselves."""

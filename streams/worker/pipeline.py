@@ -8,6 +8,7 @@ can end the worker: whatever a handler raises becomes a ``processing_error`` dea
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 
 from funnel.config import ScoringModel
@@ -33,6 +34,8 @@ from streams.worker.store import LeadStore
 
 log = logging.getLogger("funnel.pipeline")
 
+SEED_STEP = 5000   # leads of the table scheduled per timer pass after a start
+
 
 class Pipeline:
     def __init__(self, store: LeadStore, settings: Settings, model: ScoringModel,
@@ -46,6 +49,7 @@ class Pipeline:
         self.cooling = settings.cooling_interval > 0
         self.deadlines = settings.timer_interval > 0
         self.seeded = False
+        self.seeding: Iterator[tuple[str, int]] | None = None
         max_bytes = settings.max_event_bytes
         self.router = Router(self.outbox, decoders={
             topics.events: lambda raw: parse_interaction(raw, max_bytes),
@@ -103,7 +107,7 @@ class Pipeline:
         """``lead`` is the new live state; its next deadline is scheduled."""
         self.store.keep(lead, partition)
         if self.cooling or self.deadlines:
-            self.reschedule(lead)
+            self.reschedule(lead, partition)
 
     def changed(self, old: Lead, new: Lead, partition: int, transitions: list[TransitionRecord],
                 cooled: bool = False) -> None:
@@ -115,17 +119,12 @@ class Pipeline:
 
     def timer_pass(self, now: datetime, assigned: set[int]) -> int:
         """Apply the deadlines (SLA breaches, expired MQLs) and the cooling due by ``now`` to
-        every lead of ours; returns how many leads changed. The schedule is rebuilt from the
-        recovered state after a restart."""
-        if not self.seeded:   # leads recovered from the changelog: schedule them once
-            self.seeded = True
-            for lead_id, p in list(self.store.partition_of.items()):
-                if lead_id not in self.schedule and p in assigned:
-                    self.reschedule(self.store.load(lead_id, p))
+        every lead of ours; returns how many leads changed. After a start, the leads already in
+        the table are scheduled too, ``SEED_STEP`` of them a pass."""
+        self.seed(assigned)
         changed = 0
-        for lead_id in self.schedule.pop_due(now):
-            p = self.store.partition_of.get(lead_id)
-            if p is None or p not in assigned:
+        for lead_id, p in self.schedule.pop_due(now):
+            if p not in assigned:
                 continue
             lead = self.store.load(lead_id, p)
             new, transitions = tick(lead, now, self.model, cooling=self.cooling,
@@ -134,12 +133,30 @@ class Pipeline:
                 self.changed(lead, new, p, transitions, cooled=new.temperature != lead.temperature)
                 changed += 1
             else:
-                self.reschedule(lead)
+                self.reschedule(lead, p)
         return changed
 
-    def reschedule(self, lead: Lead) -> None:
+    def seed(self, assigned: set[int]) -> None:
+        """Schedule the leads of the table (recovered, or on disk from an earlier run), a step at
+        a time, so that a large table never holds the event loop for long."""
+        if self.seeding is None:
+            if self.seeded:
+                return
+            self.seeded = True
+            self.seeding = iter([(k, p) for p in sorted(assigned) for k in self.store.keys(p)])
+        taken = 0
+        for lead_id, p in self.seeding:
+            if lead_id not in self.schedule:
+                self.reschedule(self.store.load(lead_id, p), p)
+            taken += 1
+            if taken >= SEED_STEP:
+                return
+        self.seeding = None
+
+    def reschedule(self, lead: Lead, partition: int) -> None:
         """When the periodic pass next needs ``lead``."""
-        self.schedule.set(lead.lead_id, next_due(lead, self.model, cooling=self.cooling))
+        self.schedule.set(lead.lead_id, next_due(lead, self.model, cooling=self.cooling),
+                          partition)
 
     # --- the batch -------------------------------------------------------------------------
 

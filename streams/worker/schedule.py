@@ -1,7 +1,7 @@
 """When each lead next needs the periodic pass: SLA breaches, expired MQLs, cooling.
 
-A heap of (due time, lead id) with the latest due time per lead; superseded entries are skipped
-when popped and compacted away when they outnumber the live ones.
+A heap of (due time, lead id) with the latest due time (and the partition) per lead; superseded
+entries are skipped when popped and compacted away when they outnumber the live ones.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ COMPACT_SLACK = 1024
 class DeadlineSchedule:
     def __init__(self) -> None:
         self.next: dict[str, datetime] = {}
+        self.partition: dict[str, int] = {}
         self.heap: list[tuple[datetime, str]] = []
 
     def __len__(self) -> int:
@@ -24,11 +25,14 @@ class DeadlineSchedule:
     def __contains__(self, lead_id: str) -> bool:
         return lead_id in self.next
 
-    def set(self, lead_id: str, when: datetime | None) -> None:
-        """The lead is next due at ``when`` (None: never, until it changes again)."""
+    def set(self, lead_id: str, when: datetime | None, partition: int = 0) -> None:
+        """The lead (of ``partition``) is next due at ``when`` (None: never, until it changes
+        again)."""
         if when is None:
             self.next.pop(lead_id, None)
+            self.partition.pop(lead_id, None)
             return
+        self.partition[lead_id] = partition
         if self.next.get(lead_id) == when:
             return
         self.next[lead_id] = when
@@ -38,12 +42,12 @@ class DeadlineSchedule:
             self.heap = [(t, k) for k, t in self.next.items()]
             heapq.heapify(self.heap)
 
-    def pop_due(self, now: datetime) -> Iterator[str]:
-        """The leads due by ``now``, earliest first; each leaves the schedule as it is yielded
-        (``set`` it again to keep it)."""
+    def pop_due(self, now: datetime) -> Iterator[tuple[str, int]]:
+        """The leads due by ``now`` (id, partition), earliest first; each leaves the schedule as
+        it is yielded (``set`` it again to keep it)."""
         while self.heap and self.heap[0][0] <= now:
             when, lead_id = heapq.heappop(self.heap)
             if self.next.get(lead_id) != when:
                 continue   # rescheduled since
             del self.next[lead_id]
-            yield lead_id
+            yield lead_id, self.partition.pop(lead_id, 0)

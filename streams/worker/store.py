@@ -1,53 +1,124 @@
-"""The lead state this worker owns: the live leads of its partitions, over the Table's bytes.
+"""The lead state this worker owns: a bounded cache of decoded leads over the table's bytes.
 
-A lead decided since its partition was assigned is *live* (one pydantic object, authoritative);
-any other is read from the table (``table[lead_id]``: the changelog's JSON) or is new. Changed
-leads are *dirty* until the checkpoint writes them to the changelog. Faust-free: the table is
-any mapping from lead id to bytes (a dict in the unit tests).
+The table (``State``) holds every lead of this worker's partitions as bytes — on disk with the
+``rocksdb`` store, in memory with ``memory``. A lead decided recently is also kept decoded, in a
+cache of at most ``cache_size`` leads (least recently used go first); a lead changed since the
+last checkpoint is *dirty* and stays in the cache until the checkpoint has written it. So the
+worker's memory is bounded by the cache, not by the number of leads, and each lead is decoded
+once per stay in the cache, not once per message.
+
+Records are encoded compactly and versioned (``encode``/``decode``): a leading ``\\x01`` then
+the lead's JSON without its default values. Records written before (plain JSON) still decode.
+Faust-free: a plain dict serves as the table in the unit tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Protocol
 
 from funnel.config import ScoringModel
 from funnel.decide import new_lead
 from funnel.model import Lead
 
+ENCODING_V1 = b"\x01"
+MARKER_PREFIX = "\x00"   # keys that are not leads (the checkpoint's end marker)
+
+
+def encode(lead: Lead) -> bytes:
+    return ENCODING_V1 + lead.model_dump_json(exclude_defaults=True).encode()
+
+
+def decode(raw: bytes) -> Lead:
+    if raw[:1] == ENCODING_V1:
+        return Lead.model_validate_json(raw[1:])
+    return Lead.model_validate_json(raw)   # a record from before the versioned encoding
+
+
+class State(Protocol):
+    """Where the leads' bytes live, by partition."""
+
+    def get(self, partition: int, lead_id: str) -> bytes | None: ...
+
+    def put(self, partition: int, lead_id: str, value: bytes) -> None: ...
+
+    def keys(self, partition: int) -> Iterable[str]: ...
+
+    def recovered(self, lead_id: str, partition: int) -> None: ...
+
+
+class MemoryState:
+    """The leads' bytes in one mapping (Faust's ``memory://`` table data, or a dict)."""
+
+    def __init__(self, data: MutableMapping[str, bytes]) -> None:
+        self.data = data
+        self.partition_of: dict[str, int] = {}
+
+    def get(self, partition: int, lead_id: str) -> bytes | None:
+        return self.data.get(lead_id)
+
+    def put(self, partition: int, lead_id: str, value: bytes) -> None:
+        self.data[lead_id] = value
+        self.partition_of[lead_id] = partition
+
+    def keys(self, partition: int) -> Iterator[str]:
+        return (k for k, p in list(self.partition_of.items()) if p == partition)
+
+    def recovered(self, lead_id: str, partition: int) -> None:
+        self.partition_of[lead_id] = partition
+
 
 class LeadStore:
-    def __init__(self, table: MutableMapping[str, bytes], model: ScoringModel) -> None:
-        self.table, self.model = table, model
-        self.live: dict[int, dict[str, Lead]] = {}   # partition -> lead id -> state
-        self.dirty: dict[str, int] = {}              # lead id -> partition: not yet in changelog
-        self.partition_of: dict[str, int] = {}       # where each lead lives (for the timers)
+    def __init__(self, table: MutableMapping[str, bytes] | State, model: ScoringModel,
+                 cache_size: int = 10_000) -> None:
+        self.state: State = table if hasattr(table, "put") else MemoryState(table)  # type: ignore
+        self.model, self.cache_size = model, cache_size
+        self.cache: OrderedDict[str, tuple[int, Lead]] = OrderedDict()   # id -> (partition, lead)
+        self.dirty: dict[str, int] = {}              # lead id -> partition: not yet written
 
     def load(self, lead_id: str, partition: int) -> Lead:
-        live = self.live.get(partition, {}).get(lead_id)
-        if live is not None:
-            return live
-        raw = self.table.get(lead_id)
+        hit = self.cache.get(lead_id)
+        if hit is not None and hit[0] == partition:
+            self.cache.move_to_end(lead_id)
+            return hit[1]
+        raw = self.state.get(partition, lead_id)
         if raw is None:
             return new_lead(lead_id, self.model)
-        return Lead.model_validate_json(raw)
+        return decode(raw)
 
     def keep(self, lead: Lead, partition: int) -> None:
-        """``lead`` is the new state of its id: live now, written at the next checkpoint."""
-        self.live.setdefault(partition, {})[lead.lead_id] = lead
+        """``lead`` is the new state of its id: cached now, written at the next checkpoint."""
+        self.cache[lead.lead_id] = (partition, lead)
+        self.cache.move_to_end(lead.lead_id)
         self.dirty[lead.lead_id] = partition
-        self.partition_of[lead.lead_id] = partition
 
     def recovered(self, lead_id: object, partition: int) -> None:
         """Table recovery read ``lead_id`` from the changelog of ``partition``."""
-        if isinstance(lead_id, str) and not lead_id.startswith("\x00"):
-            self.partition_of[lead_id] = partition
+        if isinstance(lead_id, str) and not lead_id.startswith(MARKER_PREFIX):
+            self.state.recovered(lead_id, partition)
+
+    def keys(self, partition: int) -> Iterator[str]:
+        """The ids of the leads of ``partition`` (for the timers after a restart)."""
+        return (k for k in self.state.keys(partition) if not k.startswith(MARKER_PREFIX))
 
     def take_dirty(self) -> dict[str, tuple[int, Lead]]:
         """The changed leads (id -> (partition, state)); none are dirty afterwards."""
         dirty, self.dirty = self.dirty, {}
-        return {lead_id: (p, self.live[p][lead_id]) for lead_id, p in dirty.items()}
+        return {lead_id: self.cache[lead_id] for lead_id in dirty}
+
+    def trim(self) -> None:
+        """Back to ``cache_size`` leads, least recently used out first; dirty ones stay. Called
+        once their state is in the table (after the checkpoint), never before: a lead dropped
+        earlier would be read back from older bytes."""
+        excess = len(self.cache) - self.cache_size
+        for lead_id in list(self.cache)[:max(excess, 0)] if excess > 0 else ():
+            if lead_id not in self.dirty:
+                del self.cache[lead_id]
 
     def forget(self, partitions: set[int]) -> None:
-        """The partitions were revoked: their live state goes (recovered when they come back)."""
-        for p in partitions:
-            self.live.pop(p, None)
+        """The partitions were revoked: their cached state goes (read again when they come
+        back)."""
+        for lead_id in [k for k, (p, _) in self.cache.items() if p in partitions]:
+            del self.cache[lead_id]
+            self.dirty.pop(lead_id, None)

@@ -23,7 +23,7 @@ from streams.records import Record, Source
 from streams.worker.pipeline import Pipeline
 from streams.worker.schedule import DeadlineSchedule
 from streams.worker.sink import BatchingSink
-from streams.worker.store import LeadStore
+from streams.worker.store import LeadStore, decode, encode
 from tests.unit.helpers import GOOD_TRAITS, T0, at, command, event, identify
 
 MODEL = load_model()
@@ -54,7 +54,7 @@ def header(record: Record, name: str) -> str:
 def test_an_event_is_decided_at_once_and_written_behind_as_a_snapshot_and_a_state():
     p = pipeline()
     p.apply(source(identify(lead="u-1"), "u-1"))
-    assert p.store.live[0]["u-1"].traits["email"] == GOOD_TRAITS["email"]
+    assert p.store.load("u-1", 0).traits["email"] == GOOD_TRAITS["email"]
     records, state = p.drain()
     snaps = [LeadSnapshot.model_validate_json(r.value) for r in on(records, TOPICS.leads)]
     assert [s.lead_id for s in snaps] == ["u-1"] and snaps[0].quality == "high"
@@ -134,11 +134,11 @@ def test_identity_link_absorb_forward_merge_an_anonymous_visitor_into_the_known_
     (absorb_rec,) = on(p.drain()[0], TOPICS.identity)
     absorb = parse_identity(absorb_rec.value)
     assert isinstance(absorb, Absorb) and len(absorb.items) == 1
-    assert p.store.live[1]["a-1"].merged_into == "u-1"
+    assert p.store.load("a-1", 1).merged_into == "u-1"
     # u-1 replays it: the download counts for the known lead
-    before = p.store.live[0]["u-1"].interest_raw
+    before = p.store.load("u-1", 0).interest_raw
     p.apply(source(absorb_rec.value, "u-1", topic=TOPICS.identity))
-    merged = p.store.live[0]["u-1"]
+    merged = p.store.load("u-1", 0)
     assert merged.interest_raw > before and "a-1" in merged.merged_from
     p.drain()
     # a later message under the merged id is forwarded to the known lead
@@ -171,9 +171,9 @@ def test_an_invalid_identity_message_is_dead_lettered_with_its_reason():
     assert header(dead, "error") == "invalid_identity_message"
 
 
-def test_the_store_prefers_live_state_over_the_table_and_forgets_revoked_partitions():
+def test_the_store_prefers_cached_state_over_the_table_and_forgets_revoked_partitions():
     lead, _ = process(new_lead("u-1", MODEL), identify(lead="u-1"), MODEL)
-    store = LeadStore({"u-1": lead.model_dump_json().encode()}, MODEL)
+    store = LeadStore({"u-1": encode(lead)}, MODEL)
     assert store.load("u-1", 0).traits == lead.traits
     newer = lead.model_copy(update={"version": 99})
     store.keep(newer, 0)
@@ -183,6 +183,29 @@ def test_the_store_prefers_live_state_over_the_table_and_forgets_revoked_partiti
     assert store.load("nobody", 0).version == 0
 
 
+def test_the_store_keeps_a_bounded_cache_and_never_drops_a_lead_before_it_is_written():
+    table: dict[str, bytes] = {}
+    store = LeadStore(table, MODEL, cache_size=100)
+    for i in range(250):
+        store.keep(new_lead(f"u-{i}", MODEL).model_copy(update={"version": 1}), i % 2)
+    store.trim()
+    assert len(store.cache) == 250            # all dirty: none may go before the checkpoint
+    for lead_id, (p, lead) in store.take_dirty().items():
+        store.state.put(p, lead_id, encode(lead))
+    store.trim()
+    assert len(store.cache) == 100 and "u-249" in store.cache and "u-0" not in store.cache
+    assert store.load("u-0", 0).version == 1      # read back from the table's bytes
+    assert sorted(store.keys(1))[:2] == ["u-1", "u-101"]
+
+
+def test_a_lead_record_is_compact_versioned_and_old_records_still_decode():
+    lead, _ = process(new_lead("u-1", MODEL), identify(lead="u-1"), MODEL)
+    record = encode(lead)
+    assert record[:1] == b"\x01" and len(record) < len(lead.model_dump_json())
+    assert decode(record) == lead
+    assert decode(lead.model_dump_json().encode()) == lead   # written before the versioning
+
+
 def test_the_deadline_schedule_yields_due_leads_in_time_order_and_skips_superseded_ones():
     s = DeadlineSchedule()
     s.set("a", T0 + timedelta(hours=3))
@@ -190,7 +213,7 @@ def test_the_deadline_schedule_yields_due_leads_in_time_order_and_skips_supersed
     s.set("a", T0 + timedelta(hours=2))     # rescheduled: the 3h entry is stale
     s.set("c", T0 + timedelta(hours=5))
     s.set("c", None)                        # nothing due any more
-    assert list(s.pop_due(T0 + timedelta(hours=4))) == ["b", "a"]
+    assert [k for k, _ in s.pop_due(T0 + timedelta(hours=4))] == ["b", "a"]
     assert len(s) == 0 and list(s.pop_due(T0 + timedelta(days=9))) == []
 
 

@@ -1,11 +1,9 @@
-"""Benchmarks that print figures (never asserted): ``make bench``.
+"""Benchmarks of the parts: the pure core, ``funnel learn`` and the HTTP collector.
 
 1. The pure core: ``process()`` over simulated traffic, messages per second on one core.
 2. The HTTP collector: concurrent clients posting Segment batches; events/s acknowledged by
    the broker (each answer is 200 only after acks=all).
-3. The live pipeline: a worker on the embedded stack (or FUNNEL_BROKER/FUNNEL_DATABASE_URL),
-   events published up front, time until the worker group and the projection have caught up.
-4. ``funnel learn``: labelled rows built from a simulated history (replay + features) per
+3. ``funnel learn``: labelled rows built from a simulated history (replay + features) per
    second, and the fit alone on 100,000 labelled rows.
 """
 
@@ -50,40 +48,6 @@ def bench_core(leads: int = 3000) -> None:
     print(f"core: {len(raws)} events for {len(state)} leads in {elapsed:.2f}s = "
           f"{len(raws) / elapsed:,.0f} events/s (parse + process, one core); "
           f"peak traced memory {peak / 1e6:.1f} MB")
-
-
-def bench_pipeline(leads: int = 3000) -> None:
-    from kafka import KafkaProducer
-
-    from streams.embedded.runner import spawn_worker, stack, stop_worker, wait_caught_up
-    from streams.db.migrate import migrate
-    from streams.settings import Settings
-    from streams.clients import ensure_topics
-
-    traffic = generate(leads, 30, seed=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(data_dir=Path(tmp), topic_prefix=f"bench{os.getpid()}.")
-        with stack(base, echo=lambda *_: None) as s:
-            migrate(s.dsn(), s.db_schema)
-            ensure_topics(s)
-            p = KafkaProducer(bootstrap_servers=s.bootstrap_servers(), linger_ms=20,
-                              batch_size=256 * 1024)
-            for key, m in traffic.events:
-                p.send(s.topic("events"), key=key.encode(), value=orjson.dumps(m))
-            p.flush()
-            p.close()
-            proc = spawn_worker(s, Path(tmp) / "worker.log")
-            try:
-                start = time.monotonic()
-                ok = wait_caught_up(s, timeout=600, proc=proc)
-                elapsed = time.monotonic() - start
-            finally:
-                stop_worker(proc)
-            n = len(traffic.events)
-            print(f"pipeline: {n} events already on the topic; worker start to caught up "
-                  f"(state, handoffs, snapshots, PostgreSQL) in {elapsed:.1f}s = "
-                  f"{n / elapsed:,.0f} events/s{'' if ok else ' (TIMED OUT)'}; this includes "
-                  f"the consumer group join (~{s.session_timeout / 2:.0f}s)")
 
 
 def bench_collector(clients: int = 8, batches: int = 150, batch_size: int = 100) -> None:
@@ -158,11 +122,3 @@ def bench_learn(leads: int = 6000) -> None:
     print(f"learn: {len(msgs):,} messages, {rows:,} labelled leads in {elapsed:.1f}s "
           f"({rows / elapsed:,.0f} labelled leads/s incl. the replay; 100,000 labelled leads "
           f"≈ {100_000 / rows * elapsed / 60:.1f} min); the fit alone on 100,000 rows: {fit_s:.1f}s")
-
-
-if __name__ == "__main__":
-    bench_core()
-    bench_learn()
-    if "--core-only" not in sys.argv:
-        bench_collector()
-        bench_pipeline()

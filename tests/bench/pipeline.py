@@ -1,0 +1,241 @@
+"""The live pipeline side by side with its ceilings, on one broker and the same bytes, in one run.
+
+1. **raw consume**: aiokafka ``getmany`` + ``orjson.loads`` of every message (the transport).
+2. **Faust no-op agent**: a Faust agent that only acknowledges each message (the framework).
+3. **worker, events taken**: ``funnel worker`` — decided, state and outputs written, offsets
+   committed on ``funnel.events``.
+4. **worker, end to end**: until the worker group has also caught up on what it wrote for
+   itself (identity messages, snapshots into PostgreSQL, spend).
+
+Rates of 2–4 are measured the same way, from outside, by watching the group's committed offsets:
+events committed between the first commit seen and the moment nothing is left, divided by that
+time (so the consumer group's join is not counted). Then the worker's memory (RSS), the bytes of
+state per lead (the changelog's latest record per lead) and the restart time (SIGTERM a loaded
+worker, start it again, time until a new event of an old lead is decided and its snapshot out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams.settings import Settings
+
+CHUNK = 4000   # simulated leads generated (and published) at a time: memory stays flat
+
+
+def traffic(leads: int, seed: int) -> Iterator[tuple[str, dict]]:
+    """The events of ``leads`` simulated people (chunk by chunk, each chunk its own seed)."""
+    from streams.simulate import generate
+
+    for start in range(0, leads, CHUNK):
+        yield from generate(min(CHUNK, leads - start), 30, seed=seed + start).events
+
+
+def publish(s: Settings, messages: Iterable[tuple[str, dict]]) -> tuple[int, list[str]]:
+    p = KafkaProducer(bootstrap_servers=s.bootstrap_servers(), linger_ms=20,
+                      batch_size=512 * 1024, acks=1)
+    n, known = 0, []
+    for key, m in messages:
+        p.send(s.topic("events"), key=key.encode(), value=orjson.dumps(m))
+        n += 1
+        if m.get("userId") and m.get("type") == "identify" and len(known) < 100:
+            known.append(m["userId"])
+    p.flush()
+    p.close()
+    return n, known
+
+
+def raw_consume(s: Settings, n: int) -> float:
+    """Messages per second through aiokafka's ``getmany`` and a JSON decode of each."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition as TP
+
+    async def run() -> float:
+        c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers(), enable_auto_commit=False,
+                             auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
+        await c.start()
+        try:
+            tps = [TP(s.topic("events"), p) for p in range(s.partitions)]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            seen, first = 0, None
+            while seen < n:
+                for batch in (await c.getmany(timeout_ms=500, max_records=20_000)).values():
+                    first = first or time.perf_counter()
+                    for record in batch:
+                        orjson.loads(record.value)
+                    seen += len(batch)
+            return n / (time.perf_counter() - (first or time.perf_counter()))
+        finally:
+            await c.stop()
+
+    return asyncio.run(run())
+
+
+class GroupWatch:
+    """A consumer group's committed offsets on fixed topic ends, watched from outside."""
+
+    def __init__(self, s: Settings, group: str, topic: str) -> None:
+        from streams.clients import _true_ends
+
+        self.admin = KafkaAdminClient(bootstrap_servers=s.bootstrap_servers())
+        self.group = group
+        c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers(), enable_auto_commit=False)
+        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
+        self.ends = _true_ends(c, tps)
+        c.close()
+        self.total = sum(self.ends.values())
+
+    def committed(self) -> int:
+        try:
+            offsets = self.admin.list_group_offsets(self.group).get(self.group, {})
+        except Exception:   # the group does not exist yet
+            return 0
+        return sum(min(offsets[tp].offset, end) for tp, end in self.ends.items()
+                   if tp in offsets and offsets[tp].offset >= 0)
+
+    def rate(self, proc: subprocess.Popen, timeout: float) -> tuple[float, float]:
+        """(events/s, the moment of the first commit seen) until everything is committed.
+        ``samples`` keeps (events committed, process RSS MB) on the way."""
+        first_at, first_n = None, 0
+        self.samples: list[tuple[int, float]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            done, now = self.committed(), time.monotonic()
+            self.samples.append((done, rss_mb(proc.pid)[0]))
+            if first_at is None and done > 0:
+                first_at, first_n = now, done
+            if done >= self.total and first_at is not None:
+                return (self.total - first_n) / max(now - first_at, 1e-3), first_at
+            time.sleep(0.2)
+        raise TimeoutError(f"group {self.group} not done after {timeout}s")
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(resident now, peak resident) of a process, MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS", "VmHWM")):
+            name, value = line.split(":")
+            fields[name] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def memory_slope(samples: list[tuple[int, float]], n: int, ids: int) -> float:
+    """KB of RSS per lead id between a quarter of the events committed and the end (lead ids
+    taken as proportional to events: the simulated leads come one after another)."""
+    quarter = next(((done, rss) for done, rss in samples if done >= n / 4), samples[0])
+    end_done, end_rss = samples[-1]
+    leads = (end_done - quarter[0]) / max(n, 1) * ids
+    return (end_rss - quarter[1]) * 1024 / max(leads, 1)
+
+
+def state_bytes(s: Settings) -> tuple[int, float]:
+    """(lead ids, mean bytes) of the latest changelog record per lead."""
+    topic = f"{s.app_id}-lead-state-changelog"
+    c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers(), enable_auto_commit=False,
+                      auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    sizes: dict[bytes, int] = {}
+    for record in c:
+        if record.key and not record.key.startswith(b'"\\u0000'):
+            sizes[record.key] = len(record.value or b"")
+    c.close()
+    return len(sizes), (sum(sizes.values()) / len(sizes) if sizes else 0.0)
+
+
+def restart(s: Settings, proc: subprocess.Popen, lead_id: str, log: Path) -> tuple[float, object]:
+    """Stop the worker, start it again, and time until a new event of ``lead_id`` is decided
+    (its snapshot is on ``funnel.leads``). Returns (seconds, the new worker process)."""
+    from streams.embedded.runner import spawn_worker, stop_worker
+
+    stop_worker(proc, timeout=60)
+    c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers(), enable_auto_commit=False)
+    tps = [TopicPartition(s.topic("leads"), p) for p in c.partitions_for_topic(s.topic("leads"))]
+    c.assign(tps)
+    c.seek_to_end(*tps)
+    started = time.monotonic()
+    new = spawn_worker(s, log)
+    marker = "2027-06-01T00:00:00Z"
+    publish(s, [(lead_id, {"type": "page", "messageId": f"bench-restart-{os.getpid()}",
+                           "userId": lead_id, "timestamp": marker,
+                           "properties": {"path": "/pricing"}})])
+    while time.monotonic() - started < 600:
+        for batch in c.poll(timeout_ms=200).values():
+            for r in batch:
+                if r.key == lead_id.encode() and b"2027-06-01T00:00:00" in r.value:
+                    c.close()
+                    return time.monotonic() - started, new
+    c.close()
+    raise TimeoutError("the restarted worker did not decide the new event")
+
+
+def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float = 3600) -> None:
+    from streams.clients import ensure_topics, group_lag
+    from streams.db.migrate import migrate
+    from streams.embedded.runner import spawn_worker, stack, stop_worker, worker_env
+    from streams.topics import Topics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings(data_dir=Path(tmp), topic_prefix=f"bench{os.getpid()}.",
+                        embedded_storage=storage)  # type: ignore[arg-type]
+        with stack(base, echo=lambda *_: None) as s:
+            migrate(s.dsn(), s.db_schema)
+            ensure_topics(s)
+            t0 = time.monotonic()
+            n, known = publish(s, traffic(leads, seed=20))
+            print(f"pipeline bench: {leads:,} simulated leads, {n:,} events on the {storage} "
+                  f"embedded broker (published in {time.monotonic() - t0:.0f}s)", flush=True)
+            raw = raw_consume(s, n)
+            noop_group = f"{s.topic_prefix}noop"
+            noop = subprocess.Popen(
+                [sys.executable, "-m", "tests.bench.noop", s.broker or "", s.topic("events"),
+                 noop_group, str(s.partitions)], env=worker_env(s), stdin=subprocess.DEVNULL,
+                stdout=open(Path(tmp) / "noop.log", "wb"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+            try:
+                noop_rate, _ = GroupWatch(s, noop_group, s.topic("events")).rate(noop, timeout)
+            finally:
+                stop_worker(noop)
+            proc = spawn_worker(s, Path(tmp) / "worker.log")
+            try:
+                watch = GroupWatch(s, s.app_id, s.topic("events"))
+                taken, first_at = watch.rate(proc, timeout)
+                topics = Topics.from_settings(s)
+                while group_lag(s, s.app_id, topics.consumed()) > 0:
+                    if time.monotonic() - first_at > timeout or proc.poll() is not None:
+                        raise RuntimeError("the worker did not catch up")
+                    time.sleep(0.5)
+                end_to_end = n / (time.monotonic() - first_at)
+                rss, peak = rss_mb(proc.pid)
+                ids, mean = state_bytes(s)
+                slope = memory_slope(watch.samples, n, ids)
+                seconds, proc = restart(s, proc, known[0], Path(tmp) / "worker2.log")
+            finally:
+                stop_worker(proc, timeout=60)
+    print(f"  raw aiokafka getmany + JSON    {raw:>10,.0f} events/s")
+    print(f"  Faust no-op agent              {noop_rate:>10,.0f} events/s   (1.00×)")
+    print(f"  worker, events taken           {taken:>10,.0f} events/s   "
+          f"({taken / noop_rate:.2f}× the no-op agent)")
+    print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
+          f"({end_to_end / noop_rate:.2f}× the no-op agent; state, outputs, PostgreSQL)")
+    print(f"  worker RSS {rss:,.0f} MB (peak {peak:,.0f} MB) for {ids:,} lead ids = "
+          f"{rss * 1024 / max(ids, 1):.1f} KB per lead id in all; slope {slope:.2f} KB per "
+          f"lead id (from a quarter of the events to the end); state {mean:,.0f} bytes per lead "
+          f"(changelog, latest record)")
+    print(f"  restart (SIGTERM a loaded worker, start it): first new decision after "
+          f"{seconds:.1f}s")
