@@ -127,7 +127,9 @@ class Lead(BaseModel):
         return out
 
     def snapshot(self, half_life_days: float | None = None) -> LeadSnapshot:
-        return LeadSnapshot(
+        # built without validation: every value comes from this (validated) lead, with the
+        # snapshot's own types; the snapshot is made once per changed lead per batch
+        return LeadSnapshot.model_construct(
             lead_id=self.lead_id,
             version=self.version,
             stage=self.stage,

@@ -83,6 +83,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_FLUSH_INTERVAL": str(settings.flush_interval),
         "FUNNEL_STATE_STORE": settings.state_store,
         "FUNNEL_STATE_CACHE": str(settings.state_cache),
+        "FUNNEL_STATE_MEMORY_MB": str(settings.state_memory_mb),
         "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "FUNNEL_SINK_MAX_ITEMS": str(settings.sink_max_items),

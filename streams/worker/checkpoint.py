@@ -19,6 +19,10 @@ Each message is decided at once, in memory; its effects are written here, in bat
 4. **Offsets**: the batch's input messages are acknowledged, so Faust may commit their offsets.
    Last, because a committed offset is a promise that everything above is durable.
 
+A batch is cut (``cut``) and drained at once; its writing may then go on while the next batch
+is decided (the wiring lets one batch be written at a time, in order: a batch's steps start only
+after the one before has acknowledged its inputs).
+
 ``expired()`` says when a batch is due: ``max_events`` messages or ``max_seconds`` since its
 first message. Faust's ``take_events`` is not used: it can acknowledge a message that arrives
 while a batch is being acknowledged without ever yielding it.
@@ -71,10 +75,20 @@ class Checkpoint:
         return bool(self.pending) and (len(self.pending) >= self.max_events
                                        or self.clock() - self.started >= self.max_seconds)
 
+    def cut(self) -> list[Any]:
+        """The batch's input messages, taken out: the next batch starts empty."""
+        pending, self.pending = self.pending, []
+        return pending
+
     async def commit(self, outputs: Iterable[Record], state: dict[str, tuple[int, Lead]],
                      producer: Producer, changelog: Changelog,
                      ack: Callable[[Any], Awaitable[None]]) -> None:
-        pending, self.pending = self.pending, []
+        await self.write(self.cut(), outputs, state, producer, changelog, ack)
+
+    async def write(self, pending: list[Any], outputs: Iterable[Record],
+                    state: dict[str, tuple[int, Lead]], producer: Producer, changelog: Changelog,
+                    ack: Callable[[Any], Awaitable[None]]) -> None:
+        """Steps 1–4 for one batch cut before (``cut``): its inputs, outputs and states."""
         # 1. outputs, each acknowledged by the broker
         acks = [await producer.send(record) for record in outputs]
         await producer.flush()
