@@ -1,20 +1,32 @@
-"""A lead's message history: what an identity merge replays.
+"""A lead's message history: what an identity merge replays, and nothing else needs.
 
 Each item is ``{"k": "e"|"c", "m": message}`` (an interaction event or a sales command, compacted
-to what replaying it needs). Its wire shape is ``schemas.identity.HistoryItem``; here items stay
-plain dicts, because the history is written on every message and read only on a merge.
+to what replaying it needs). Its wire shape is ``schemas.identity.HistoryItem``.
+
+The history is appended on every message and read only on a merge, so a ``History`` keeps its
+items as JSON lines, appended without decoding the ones before, and is stored apart from the
+lead's hot record (the worker keeps it in its own table; ``Lead`` excludes it from its JSON).
+It keeps the last ``HISTORY_KEPT`` messages and at most ``HISTORY_BYTES`` of them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import orjson
 
-from funnel.model import HISTORY_BYTES, HISTORY_KEPT, Lead
 from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
+
+if TYPE_CHECKING:
+    from funnel.model import Lead
+
+HISTORY_KEPT = 300         # messages kept per lead so that an identity merge can replay them
+HISTORY_BYTES = 256 * 1024  # ... and at most this many bytes of them (JSON), so that one lead's
+                            # history stays well under a broker's 1 MB record limit
+ENCODING_V1 = b"\x01"
 
 Message = Union[InteractionEvent, SalesCommand]
 
@@ -63,19 +75,58 @@ def item_time(item: Item) -> datetime:
     return datetime.fromisoformat(str(m.get("timestamp") or m.get("occurred_at")).replace("Z", "+00:00"))
 
 
-def last_type(lead: Lead) -> str | None:
+def last_type(lead: "Lead") -> str | None:
     """The Segment ``type`` of the lead's last message (None for a command or no history)."""
-    return lead.history[-1]["m"].get("type") if lead.history else None
+    last = lead.history.last()
+    return last["m"].get("type") if last else None
 
 
-def remember(lead: Lead, item: Item) -> None:
-    """Append ``item`` to the lead's history, which keeps the last ``HISTORY_KEPT`` messages and
-    at most ``HISTORY_BYTES`` of them: a lead with heavy messages keeps fewer."""
-    history = [*lead.history, item]
-    size = lead.history_bytes + len(orjson.dumps(item))
-    drop = 0
-    while drop < len(history) - 1 and (len(history) - drop > HISTORY_KEPT or size > HISTORY_BYTES):
-        size -= len(orjson.dumps(history[drop]))
-        drop += 1
-    lead.history, lead.history_bytes = history[drop:], size
-    lead.history_cut = lead.history_cut or drop > 0
+def remember(lead: "Lead", item: Item) -> None:
+    """Append ``item`` to the lead's history (bounded: see :class:`History`)."""
+    lead.history = lead.history.add(item)
+
+
+@dataclass
+class History:
+    """Items as JSON lines (``blob``); ``cut``: older items were dropped. Treated as immutable
+    (``add`` returns a new one) but for ``stored``: as read from (or written to) a store, not
+    changed since, which the store sets."""
+
+    blob: bytes = b""
+    cut: bool = False
+    stored: bool = field(default=False, compare=False)
+
+    @classmethod
+    def of(cls, items: list[Item], cut: bool = False) -> "History":
+        history = cls(cut=cut)
+        for item in items:
+            history = history.add(item)
+        return history
+
+    def __len__(self) -> int:
+        return self.blob.count(b"\n") + 1 if self.blob else 0
+
+    @property
+    def items(self) -> list[Item]:
+        return [orjson.loads(line) for line in self.blob.split(b"\n")] if self.blob else []
+
+    def last(self) -> Item | None:
+        return orjson.loads(self.blob[self.blob.rfind(b"\n") + 1:]) if self.blob else None
+
+    def add(self, item: Item) -> "History":
+        line = orjson.dumps(item)
+        blob = self.blob + b"\n" + line if self.blob else line
+        count, cut = len(self) + 1, self.cut
+        while (count > HISTORY_KEPT or len(blob) > HISTORY_BYTES) and count > 1:
+            blob = blob[blob.index(b"\n") + 1:]
+            count, cut = count - 1, True
+        return History(blob, cut)
+
+    def encode(self) -> bytes:
+        return ENCODING_V1 + (b"1" if self.cut else b"0") + self.blob
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> "History":
+        if not raw:
+            return cls(stored=True)
+        return cls(raw[2:], raw[1:2] == b"1", stored=True)

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from funnel.config import ScoringModel
 from funnel.decide import CommandRefused, new_lead, process
-from funnel.history import Item, item_id, item_time, revive
+from funnel.history import History, Item, item_id, item_time, revive
 from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
 from funnel.moves import advance
 from schemas.lead import TransitionRecord
@@ -33,15 +33,14 @@ def accept_link(other: Lead, into: str, email: str | None, via: str) -> tuple[Le
     if via != "alias" and mine and email and str(mine).lower() != str(email).lower():
         raise LinkRefused(f"{other.lead_id} is a different known person ({mine})")
     marked = other.model_copy(update={"merged_into": into, "version": other.version + 1,
-                                      "history": [], "history_bytes": 0})
-    return marked, other.history
+                                      "history": History()})
+    return marked, other.history.items
 
 
 SCORING_FIELDS = ("interest_raw", "interest_at", "temperature", "fit_score", "quality",
                   "fit_reasons", "traits", "first_touch", "first_seen_at", "last_activity_at",
                   "events_count", "signals", "rule_days", "rule_hits", "contributions", "history",
-                  "history_bytes", "history_cut", "orders", "revenue", "revenue_by_currency",
-                  "recent_orders")
+                  "orders", "revenue", "revenue_by_currency", "recent_orders")
 
 
 def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, model: ScoringModel
@@ -60,9 +59,9 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
         merged.aliases = [*merged.aliases[-(ALIASES_KEPT - 1):], from_id]
     transitions: list[TransitionRecord] = []
     if new_items:
-        if not lead.history_cut:
+        if not lead.history.cut:
             # replay the union from a new lead, in event time (stable: arrival order)
-            union = sorted([*lead.history, *new_items], key=item_time)
+            union = sorted([*lead.history.items, *new_items], key=item_time)
             replayed = new_lead(lead.lead_id, model)
         else:
             # the lead's own history was cut: older messages cannot be replayed, so the other

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from funnel.history import History
 from funnel.scoring import shown
 
 from schemas.lead import (
@@ -23,9 +24,6 @@ from schemas.lead import (
 
 SEEN_WINDOW = 500          # message/command ids remembered per lead for deduplication
 CONTRIBUTIONS_KEPT = 50    # interest contributions kept per lead for explanations
-HISTORY_KEPT = 300         # messages kept per lead so that an identity merge can replay them
-HISTORY_BYTES = 256 * 1024  # ... and at most this many bytes of them (JSON), so that one lead's
-                            # state stays well under a broker's 1 MB record limit
 TRAITS_BYTES = 64 * 1024   # a lead's traits (JSON); over it, the keys set longest ago go first
 ALIASES_KEPT = 50          # anonymous ids linked to one known lead
 ORDERS_KEPT = 50           # purchases carried in the state and the snapshot (lead_orders keeps all)
@@ -46,7 +44,7 @@ class StageChanged(BaseModel):
 class Lead(BaseModel):
     """The full state of one lead (the snapshot plus what scoring needs to go on)."""
 
-    model_config = ConfigDict(validate_assignment=False)
+    model_config = ConfigDict(validate_assignment=False, arbitrary_types_allowed=True)
 
     lead_id: str
     version: int = 0
@@ -83,9 +81,9 @@ class Lead(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     merged_from: list[str] = Field(default_factory=list)
     merged_into: str | None = None
-    history: list[dict[str, Any]] = Field(default_factory=list)   # {"k": "e"|"c", "m": message}
-    history_bytes: int = 0        # JSON size of ``history``
-    history_cut: bool = False     # older messages were dropped from ``history``
+    # the messages an identity merge replays: kept apart from the lead's record (not in its
+    # JSON; the worker stores it in a table of its own), see ``funnel.history``
+    history: History = Field(default_factory=History, exclude=True)
     rule_days: dict[str, list[Any]] = Field(default_factory=dict)  # rule -> [day, count]
     rule_hits: dict[str, list[datetime]] = Field(default_factory=dict)  # windowed rules
     contributions: list[Reason] = Field(default_factory=list)
@@ -94,6 +92,12 @@ class Lead(BaseModel):
     seen_ids: list[str] = Field(default_factory=list)
     model_name: str = ""
     model_version: str = ""
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history(cls, v: Any) -> Any:
+        # a record written when the history was part of it: a list of items
+        return History.of(v) if isinstance(v, list) else v
 
     @property
     def known(self) -> bool:

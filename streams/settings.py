@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         "rocksdb", description="where the worker keeps its lead table: rocksdb (on disk in the "
         "data dir, memory bounded by a cache; a restart reads only the changelog's tail) or "
         "memory (every lead in memory; a restart reads the whole changelog)")
-    state_cache: int = Field(10_000, ge=100, description="decoded leads the worker keeps in "
+    state_cache: int = Field(2_000, ge=100, description="decoded leads the worker keeps in "
                              "memory (least recently used go first)")
     state_memory_mb: int = Field(256, ge=16, description="RocksDB's memory for the lead table "
                                  "(block cache and write buffers, all partitions together)")

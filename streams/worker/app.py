@@ -67,6 +67,10 @@ def rocksdb_options(settings: Settings) -> dict[str, int]:
             "write_buffer_size": max(share // 8, 1 << 20), "max_write_buffer_number": 2}
 
 
+def state_of(table: Any, settings: Settings) -> RocksState | MemoryState:
+    return RocksState(table) if settings.state_store == "rocksdb" else MemoryState(table.data)
+
+
 def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
     return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
                      value_serializer="raw", partitions=settings.partitions)
@@ -82,16 +86,19 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     table = app.Table("lead-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, on_changelog_event=on_changelog_event,
                       options=rocksdb_options(settings))
-    state = RocksState(table) if settings.state_store == "rocksdb" else MemoryState(table.data)
-    store = LeadStore(state, model, settings.state_cache)
+    history_table = app.Table("lead-history", default=None, partitions=settings.partitions,
+                              key_type=str, value_type=bytes, options=rocksdb_options(settings))
+    state, histories = (state_of(t, settings) for t in (table, history_table))
+    store = LeadStore(state, model, settings.state_cache, histories)
     pipeline = Pipeline(store, settings, model, topics, metrics)
     checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
     producer, changelog = FaustProducer(app), FaustChangelog(table, state)
+    history_log = FaustChangelog(history_table, histories)
     lock = asyncio.Lock()
     writing: list[asyncio.Future] = []   # the batch being written behind, if any
 
     async def write(pending: list, records: list, leads: dict) -> None:
-        await checkpoint.write(pending, records, leads, producer, changelog, ack)
+        await checkpoint.write(pending, records, leads, producer, changelog, ack, history_log)
         store.trim()   # only now: the cache's older leads are in the table
 
     async def commit(wait: bool = True) -> None:

@@ -8,8 +8,9 @@ Each message is decided at once, in memory; its effects are written here, in bat
    this step ends loses nothing: the inputs are not acknowledged yet and will be read again,
    and deduplication by ``messageId``/``command_id`` plus handoff ids ``lead_id:version`` make
    the repeat harmless.
-2. **State**: one changelog record per lead changed in the batch (the latest state only), and
-   the producer flushed. Written after the outputs, so that a restart that recovers this state
+2. **State**: one changelog record per lead changed in the batch (the latest state only), its
+   message history to the history table's changelog when that changed, and the producer
+   flushed. Written after the outputs, so that a restart that recovers this state
    never finds its outputs missing.
 3. **End marker**: every changelog partition just written gets one more record batch of one
    record, under a key no lead has (``MARKER_KEY``). Some Kafka-compatible brokers (Tansu 0.6)
@@ -82,25 +83,37 @@ class Checkpoint:
 
     async def commit(self, outputs: Iterable[Record], state: dict[str, tuple[int, Lead]],
                      producer: Producer, changelog: Changelog,
-                     ack: Callable[[Any], Awaitable[None]]) -> None:
-        await self.write(self.cut(), outputs, state, producer, changelog, ack)
+                     ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None
+                     ) -> None:
+        await self.write(self.cut(), outputs, state, producer, changelog, ack, histories)
 
     async def write(self, pending: list[Any], outputs: Iterable[Record],
                     state: dict[str, tuple[int, Lead]], producer: Producer, changelog: Changelog,
-                    ack: Callable[[Any], Awaitable[None]]) -> None:
-        """Steps 1–4 for one batch cut before (``cut``): its inputs, outputs and states."""
+                    ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None
+                    ) -> None:
+        """Steps 1–4 for one batch cut before (``cut``): its inputs, outputs and states (and
+        the leads' histories, to ``histories``)."""
         # 1. outputs, each acknowledged by the broker
         acks = [await producer.send(record) for record in outputs]
         await producer.flush()
         await asyncio.gather(*acks)
         if state:
-            # 2. one changelog record per changed lead
+            # 2. one changelog record per changed lead, and its history when that changed
+            #    (written to its own table: the lead's record stays small)
+            written = []
             for lead_id, (partition, lead) in state.items():
                 changelog.write(partition, lead_id, encode(lead))
+                if histories is not None and not lead.history.stored:
+                    histories.write(partition, lead_id, lead.history.encode())
+                    written.append(lead.history)
             await producer.flush()
+            for history in written:
+                history.stored = True
             # 3. the end marker on every changelog partition written
             for partition in sorted({p for p, _ in state.values()}):
                 changelog.write(partition, MARKER_KEY, MARKER_VALUE)
+                if histories is not None:
+                    histories.write(partition, MARKER_KEY, MARKER_VALUE)
             await producer.flush()
         # 4. the inputs' offsets
         for message in pending:

@@ -50,7 +50,7 @@ class Emitter:
             if other not in old.aliases and other not in new.merged_from:
                 self.identity(other, Link.model_validate({
                     "from": other, "into": new.lead_id, "email": _text(new.traits.get("email")),
-                    "at": item_time(new.history[-1]) if new.history else new.last_activity_at,
+                    "at": item_time(last) if (last := new.history.last()) else new.last_activity_at,
                     "via": "alias" if last_type(new) == "alias" else "identify"}))
 
     def identity(self, key: str, message: object) -> None:

@@ -7,6 +7,9 @@ last checkpoint is *dirty* and stays in the cache until the checkpoint has writt
 worker's memory is bounded by the cache, not by the number of leads, and each lead is decoded
 once per stay in the cache, not once per message.
 
+A lead's message history (what only an identity merge reads) is not in its record: it lives in a
+table of its own (``histories``), read with the lead and written only when it changed.
+
 Records are encoded compactly and versioned (``encode``/``decode``): a leading ``\\x01`` then
 the lead's JSON without its default values. Records written before (plain JSON) still decode.
 Faust-free: a plain dict serves as the table in the unit tests.
@@ -20,6 +23,7 @@ from typing import Protocol
 
 from funnel.config import ScoringModel
 from funnel.decide import new_lead
+from funnel.history import History
 from funnel.model import Lead
 
 ENCODING_V1 = b"\x01"
@@ -71,8 +75,9 @@ class MemoryState:
 
 class LeadStore:
     def __init__(self, table: MutableMapping[str, bytes] | State, model: ScoringModel,
-                 cache_size: int = 10_000) -> None:
+                 cache_size: int = 2_000, histories: State | None = None) -> None:
         self.state: State = table if hasattr(table, "put") else MemoryState(table)  # type: ignore
+        self.histories: State = histories or MemoryState({})   # lead id -> History bytes
         self.model, self.cache_size = model, cache_size
         self.cache: OrderedDict[str, tuple[int, Lead]] = OrderedDict()   # id -> (partition, lead)
         self.dirty: dict[str, int] = {}              # lead id -> partition: not yet written
@@ -85,7 +90,10 @@ class LeadStore:
         raw = self.state.get(partition, lead_id)
         if raw is None:
             return new_lead(lead_id, self.model)
-        return decode(raw)
+        lead = decode(raw)
+        if not lead.history.blob:   # (a record from before the split carries it)
+            lead.history = History.decode(self.histories.get(partition, lead_id))
+        return lead
 
     def keep(self, lead: Lead, partition: int) -> None:
         """``lead`` is the new state of its id: cached now, written at the next checkpoint."""

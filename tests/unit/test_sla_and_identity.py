@@ -137,7 +137,7 @@ def test_anonymous_browsing_then_identify_equals_one_id_from_the_start():
     known = [identify(anonymousId="a-1", when=at(days=2)), page("/pricing", when=at(days=2, minutes=1))]
     marked, merged, one, moves, one_moves = linked_vs_one_id(
         ANON_HISTORY + [event(name="Content Downloaded", when=at(days=1, minutes=30))], known)
-    assert marked.merged_into == "u-1" and marked.history == []
+    assert marked.merged_into == "u-1" and marked.history.items == []
     assert merged.merged_from == ["a-1"]
     assert same(merged, one), {f: (getattr(merged, f), getattr(one, f)) for f in FIELDS
                                if getattr(merged, f) != getattr(one, f)}
@@ -220,17 +220,19 @@ def test_stage_list_is_the_contracts():
 
 
 def test_a_lead_with_heavy_messages_keeps_a_bounded_history_and_says_it_was_cut():
-    from funnel.model import HISTORY_BYTES
+    from funnel.history import HISTORY_BYTES
 
     lead = new_lead("u-heavy", MODEL)
     for i in range(120):
         lead, _ = process(lead, event("page", lead="u-heavy", when=at(i),
                                       properties={"path": "/blog", "note": "x" * 7000}), MODEL)
     assert lead.events_count == 120
-    sizes = sum(len(orjson.dumps(item)) for item in lead.history)
-    assert lead.history_bytes == sizes <= HISTORY_BYTES < 120 * 7000
-    assert lead.history_cut and lead.history[-1]["m"]["properties"]["note"] == "x" * 7000
-    assert len(lead.model_dump_json()) < 512 * 1024
+    items = lead.history.items
+    sizes = sum(len(orjson.dumps(item)) for item in items) + len(items) - 1   # + the newlines
+    assert len(lead.history.blob) == sizes <= HISTORY_BYTES < 120 * 7000
+    assert lead.history.cut and items[-1]["m"]["properties"]["note"] == "x" * 7000
+    assert len(lead.history.encode()) < 512 * 1024
+    assert b"x" * 7000 not in lead.model_dump_json().encode()   # not in the lead's record
 
 
 def test_traits_over_their_budget_drop_the_keys_set_longest_ago():

@@ -23,7 +23,7 @@ from streams.records import Record, Source
 from streams.worker.pipeline import Pipeline
 from streams.worker.schedule import DeadlineSchedule
 from streams.worker.sink import BatchingSink
-from streams.worker.store import LeadStore, decode, encode
+from streams.worker.store import LeadStore, MemoryState, decode, encode
 from tests.unit.helpers import GOOD_TRAITS, T0, at, command, event, identify
 
 MODEL = load_model()
@@ -198,12 +198,16 @@ def test_the_store_keeps_a_bounded_cache_and_never_drops_a_lead_before_it_is_wri
     assert sorted(store.keys(1))[:2] == ["u-1", "u-101"]
 
 
-def test_a_lead_record_is_compact_versioned_and_old_records_still_decode():
+def test_a_lead_record_is_compact_versioned_without_its_history_and_old_records_decode():
     lead, _ = process(new_lead("u-1", MODEL), identify(lead="u-1"), MODEL)
     record = encode(lead)
     assert record[:1] == b"\x01" and len(record) < len(lead.model_dump_json())
-    assert decode(record) == lead
-    assert decode(lead.model_dump_json().encode()) == lead   # written before the versioning
+    assert len(lead.history) == 1 and b'"history"' not in record
+    back = decode(record)
+    assert back.history.items == [] and back.model_copy(update={"history": lead.history}) == lead
+    legacy = orjson.loads(lead.model_dump_json())
+    legacy["history"] = lead.history.items   # a record from when the history was part of it
+    assert decode(orjson.dumps(legacy)) == lead
 
 
 def test_the_deadline_schedule_yields_due_leads_in_time_order_and_skips_superseded_ones():
@@ -266,6 +270,34 @@ def test_the_checkpoint_sends_outputs_then_state_then_the_end_marker_then_acks()
     assert max(i for i, e in enumerate(log) if e[0] == "changelog") < first_ack
     assert [e[1] for e in log if e[0] == "ack"] == ["msg-0", "msg-1"] and len(cp) == 0
     assert set(table) == {"u-1", "u-2", MARKER_KEY}
+
+
+def test_the_checkpoint_writes_a_history_apart_and_only_when_it_changed():
+    log: list = []
+    table: dict[str, bytes] = {}
+    histories: dict[str, bytes] = {}
+    p = pipeline(table)
+    cp = Checkpoint(max_events=100, max_seconds=60)
+
+    async def ack(message: str) -> None:
+        log.append(("ack", message))
+
+    async def commit() -> None:
+        records, state = p.drain()
+        await cp.commit(records, state, ListProducer(log), DictChangelog(table, log), ack,
+                        DictChangelog(histories, log))
+
+    p.apply(source(identify(lead="u-1"), "u-1"))
+    asyncio.run(commit())
+    assert b"messageId" not in table["u-1"] and b"messageId" in histories["u-1"]
+    again = LeadStore(table, MODEL, histories=MemoryState(histories)).load("u-1", 0)
+    assert again.history.items == p.store.load("u-1", 0).history.items != []
+    # a change that adds no message (the periodic pass) leaves the history as it was
+    stale = p.store.load("u-1", 0)
+    p.keep(stale.model_copy(update={"version": stale.version + 1}), 0)
+    written = len([e for e in log if e[0] == "changelog" and e[2] == "u-1"])
+    asyncio.run(commit())
+    assert len([e for e in log if e[0] == "changelog" and e[2] == "u-1"]) == written + 1
 
 
 def test_a_checkpoint_expires_by_count_or_by_time_since_its_first_message():
