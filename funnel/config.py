@@ -7,6 +7,7 @@ file, the field and what is wrong.
 from __future__ import annotations
 
 from importlib import resources
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -35,6 +36,15 @@ class Condition(_Strict):
     domain_not_in: list[str] | None = None
     present: bool | None = None
 
+    @cached_property
+    def in_lower(self) -> list[Any] | None:
+        """``in`` with its strings lower-cased, once (strings compare case-blind)."""
+        return None if self.in_ is None else [_lower(x) for x in self.in_]
+
+    @cached_property
+    def not_in_lower(self) -> list[Any] | None:
+        return None if self.not_in is None else [_lower(x) for x in self.not_in]
+
     @model_validator(mode="before")
     @classmethod
     def _scalar_is_eq(cls, v: Any) -> Any:
@@ -49,6 +59,10 @@ class Condition(_Strict):
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"impossible range: lower bound {lo} is above upper bound {hi}")
         return self
+
+
+def _lower(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
 
 
 def _listify(v: Any) -> Any:

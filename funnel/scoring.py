@@ -48,9 +48,9 @@ def holds(cond: Condition, value: Any) -> bool:
     if cond.ne is not None and _norm(value) == _norm(cond.ne):
         return False
     # lists, not sets: a value may be unhashable (a trait sent as a list or an object)
-    if cond.in_ is not None and _norm(value) not in [_norm(x) for x in cond.in_]:
+    if cond.in_lower is not None and _norm(value) not in cond.in_lower:
         return False
-    if cond.not_in is not None and _norm(value) in [_norm(x) for x in cond.not_in]:
+    if cond.not_in_lower is not None and _norm(value) in cond.not_in_lower:
         return False
     if any(b is not None for b in (cond.gt, cond.gte, cond.lt, cond.lte)):
         n = number(value)

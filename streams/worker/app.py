@@ -5,7 +5,6 @@ patched)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -18,7 +17,7 @@ from streams.db.writer import Projection
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker import web
-from streams.worker.checkpoint import Checkpoint
+from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
                                        seek_before_resume, seeked)
 from streams.worker.metrics import Metrics
@@ -76,10 +75,9 @@ def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
                      value_serializer="raw", partitions=settings.partitions)
 
 
-def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
-                     metrics: Metrics, progress: Progress) -> None:
-    inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
-
+def lead_tables(app: faust.App, settings: Settings, model: ScoringModel
+                ) -> tuple[LeadStore, FaustChangelog, FaustChangelog]:
+    """The lead table and the histories' table, the store over them and their changelogs."""
     async def on_changelog_event(event: Any) -> None:   # table recovery (runs after start)
         store.recovered(event.key, event.message.partition)
 
@@ -88,32 +86,24 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
                       options=rocksdb_options(settings))
     history_table = app.Table("lead-history", default=None, partitions=settings.partitions,
                               key_type=str, value_type=bytes, options=rocksdb_options(settings))
-    state, histories = (state_of(t, settings) for t in (table, history_table))
+    state, histories = state_of(table, settings), state_of(history_table, settings)
     store = LeadStore(state, model, settings.state_cache, histories)
+    return store, FaustChangelog(table, state), FaustChangelog(history_table, histories)
+
+
+def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
+                     metrics: Metrics, progress: Progress) -> None:
+    inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
+
+    store, changelog, history_log = lead_tables(app, settings, model)
     pipeline = Pipeline(store, settings, model, topics, metrics)
     checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
-    producer, changelog = FaustProducer(app), FaustChangelog(table, state)
-    history_log = FaustChangelog(history_table, histories)
-    lock = asyncio.Lock()
-    writing: list[asyncio.Future] = []   # the batch being written behind, if any
-
+    producer = FaustProducer(app)
     async def write(pending: list, records: list, leads: dict) -> None:
         await checkpoint.write(pending, records, leads, producer, changelog, ack, history_log)
         store.trim()   # only now: the cache's older leads are in the table
 
-    async def commit(wait: bool = True) -> None:
-        """Cut the batch and write it behind. One batch is written at a time, in order, while
-        the agent decides the next one; ``wait``: until it is written."""
-        async with lock:
-            while writing:
-                await writing.pop()   # the batch before first (its failure surfaces here)
-            if checkpoint.pending or pipeline.dirty():
-                pending = checkpoint.cut()
-                records, leads = pipeline.drain()
-                writing.append(asyncio.ensure_future(write(pending, records, leads)))
-            if wait:
-                while writing:
-                    await writing.pop()
+    commit = WriteBehind(checkpoint, pipeline.drain, pipeline.dirty, write).commit
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:

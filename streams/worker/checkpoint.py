@@ -118,3 +118,31 @@ class Checkpoint:
         # 4. the inputs' offsets
         for message in pending:
             await ack(message)
+
+
+class WriteBehind:
+    """Cut the batch and write it behind: one batch is written at a time, in order, while the
+    agent decides the next one. ``drain`` gives a batch's records and changed leads, ``dirty``
+    whether there is anything to drain, ``write`` writes one cut batch (steps 1–4)."""
+
+    def __init__(self, checkpoint: Checkpoint,
+                 drain: Callable[[], tuple[list[Record], dict[str, tuple[int, Lead]]]],
+                 dirty: Callable[[], bool],
+                 write: Callable[[list[Any], list[Record], dict[str, tuple[int, Lead]]],
+                                 Awaitable[None]]) -> None:
+        self.checkpoint, self.drain, self.dirty, self.write = checkpoint, drain, dirty, write
+        self.lock = asyncio.Lock()
+        self.writing: list[asyncio.Future] = []   # the batch being written, if any
+
+    async def commit(self, wait: bool = True) -> None:
+        """Cut and drain now, write behind; ``wait``: until it is written."""
+        async with self.lock:
+            while self.writing:
+                await self.writing.pop()   # the batch before first (its failure surfaces here)
+            if self.checkpoint.pending or self.dirty():
+                pending = self.checkpoint.cut()
+                records, leads = self.drain()
+                self.writing.append(asyncio.ensure_future(self.write(pending, records, leads)))
+            if wait:
+                while self.writing:
+                    await self.writing.pop()

@@ -18,7 +18,7 @@ from schemas.identity import MAX_HOPS, Absorb, Forward, Link, parse_identity
 from schemas.lead import LeadSnapshot
 from streams.settings import Settings
 from streams.topics import Topics
-from streams.worker.checkpoint import MARKER_KEY, Checkpoint
+from streams.worker.checkpoint import MARKER_KEY, Checkpoint, WriteBehind
 from streams.records import Record, Source
 from streams.worker.pipeline import Pipeline
 from streams.worker.schedule import DeadlineSchedule
@@ -397,3 +397,30 @@ def test_a_partition_behind_its_end_with_nothing_taken_for_a_while_is_stalled():
     p.taken("events", 1, 3)
     p.taken("events", 0, 14)
     assert p.stalled({("events", 0): 15, ("events", 1): 4}) == []
+
+
+def test_write_behind_writes_one_batch_at_a_time_in_order_while_the_next_is_decided():
+    events: list[str] = []
+    cp = Checkpoint(max_events=10, max_seconds=60)
+    gate = asyncio.Event()
+
+    async def write(pending: list, records: list, leads: dict) -> None:
+        events.append(f"start {pending}")
+        if pending == ["a"]:
+            await gate.wait()
+        events.append(f"end {pending}")
+
+    async def run() -> None:
+        behind = WriteBehind(cp, lambda: ([], {}), lambda: False, write)
+        cp.taken("a")
+        await behind.commit(wait=False)     # batch 1 is being written ...
+        await asyncio.sleep(0)
+        cp.taken("b")                       # ... while batch 2 is decided
+        second = asyncio.ensure_future(behind.commit())
+        await asyncio.sleep(0.01)
+        assert events == ["start ['a']"]    # batch 2 waits for batch 1
+        gate.set()
+        await second
+
+    asyncio.run(run())
+    assert events == ["start ['a']", "end ['a']", "start ['b']", "end ['b']"]
