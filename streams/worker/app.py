@@ -56,11 +56,11 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
     return app
 
 
-def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """RocksDB's memory within ``FUNNEL_STATE_MEMORY_MB`` for all partitions together. Faust's
-    defaults give *each* partition a 2 GiB block cache and up to 3 × 64 MiB of write buffers
-    (8 partitions: the worker grew by 18 KB per lead and would never stop)."""
-    share = settings.state_memory_mb * 1024 * 1024 // settings.partitions
+def rocksdb_options(settings: Settings, part: float) -> dict[str, int]:
+    """RocksDB's memory for one table: ``part`` of ``FUNNEL_STATE_MEMORY_MB``, all its partitions
+    together. Faust's defaults give *each* partition a 2 GiB block cache and up to 3 × 64 MiB of
+    write buffers (8 partitions: the worker grew by 18 KB per lead and would not stop)."""
+    share = int(settings.state_memory_mb * 1024 * 1024 * part) // settings.partitions
     return {"block_cache_size": max(share // 2, 1 << 20),
             "block_cache_compressed_size": max(share // 8, 1 << 20),
             "write_buffer_size": max(share // 8, 1 << 20), "max_write_buffer_number": 2}
@@ -83,9 +83,10 @@ def lead_tables(app: faust.App, settings: Settings, model: ScoringModel
 
     table = app.Table("lead-state", default=None, partitions=settings.partitions, key_type=str,
                       value_type=bytes, on_changelog_event=on_changelog_event,
-                      options=rocksdb_options(settings))
+                      options=rocksdb_options(settings, 0.75))
     history_table = app.Table("lead-history", default=None, partitions=settings.partitions,
-                              key_type=str, value_type=bytes, options=rocksdb_options(settings))
+                              key_type=str, value_type=bytes,
+                              options=rocksdb_options(settings, 0.25))
     state, histories = state_of(table, settings), state_of(history_table, settings)
     store = LeadStore(state, model, settings.state_cache, histories)
     return store, FaustChangelog(table, state), FaustChangelog(history_table, histories)
