@@ -6,8 +6,10 @@ file, the field and what is wrong.
 
 from __future__ import annotations
 
-from importlib import resources
+import fnmatch
+import re
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -39,11 +41,11 @@ class Condition(_Strict):
     @cached_property
     def in_lower(self) -> list[Any] | None:
         """``in`` with its strings lower-cased, once (strings compare case-blind)."""
-        return None if self.in_ is None else [_lower(x) for x in self.in_]
+        return None if self.in_ is None else [lowered(x) for x in self.in_]
 
     @cached_property
     def not_in_lower(self) -> list[Any] | None:
-        return None if self.not_in is None else [_lower(x) for x in self.not_in]
+        return None if self.not_in is None else [lowered(x) for x in self.not_in]
 
     @model_validator(mode="before")
     @classmethod
@@ -61,7 +63,8 @@ class Condition(_Strict):
         return self
 
 
-def _lower(v: Any) -> Any:
+def lowered(v: Any) -> Any:
+    """A value as conditions compare it: strings case-blind, anything else as it is."""
     return v.lower() if isinstance(v, str) else v
 
 
@@ -79,6 +82,13 @@ class Match(_Strict):
     campaign: dict[str, Condition] = Field(default_factory=dict)
     traits: dict[str, Condition] = Field(default_factory=dict)
     known: bool | None = None
+
+    @cached_property
+    def path_pattern(self) -> re.Pattern[str] | None:
+        """The path globs as one regular expression (``fnmatchcase`` semantics), once."""
+        if self.path is None:
+            return None
+        return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.path))
 
     @model_validator(mode="before")
     @classmethod

@@ -75,12 +75,6 @@ def item_time(item: Item) -> datetime:
     return datetime.fromisoformat(str(m.get("timestamp") or m.get("occurred_at")).replace("Z", "+00:00"))
 
 
-def last_type(lead: "Lead") -> str | None:
-    """The Segment ``type`` of the lead's last message (None for a command or no history)."""
-    last = lead.history.last()
-    return last["m"].get("type") if last else None
-
-
 def remember(lead: "Lead", item: Item) -> None:
     """Append ``item`` to the lead's history (bounded: see :class:`History`)."""
     lead.history = lead.history.add(item)

@@ -4,13 +4,11 @@ fit points; both -> temperature and quality bands. Every point carries its reaso
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime, timedelta
-from fnmatch import translate
-from functools import lru_cache
 from typing import Any
 
 from funnel.config import Condition, FitRule, InterestRule, Match, ScoringModel
+from funnel.config import lowered
 from schemas.events import InteractionEvent
 from schemas.lead import Quality, Reason, Temperature
 
@@ -30,10 +28,6 @@ def number(v: Any) -> float | None:
     return None
 
 
-def _norm(v: Any) -> Any:
-    return v.lower() if isinstance(v, str) else v
-
-
 def holds(cond: Condition, value: Any) -> bool:
     """Whether ``value`` satisfies every operator of ``cond`` (strings compare case-blind)."""
     present = value is not None and value != ""
@@ -41,16 +35,16 @@ def holds(cond: Condition, value: Any) -> bool:
         return False
     if not present:
         return cond.present is False or (cond.ne is not None)
-    if cond.eq is not None and _norm(value) != _norm(cond.eq):
+    if cond.eq is not None and lowered(value) != lowered(cond.eq):
         n = number(value)
         if n is None or number(cond.eq) != n:
             return False
-    if cond.ne is not None and _norm(value) == _norm(cond.ne):
+    if cond.ne is not None and lowered(value) == lowered(cond.ne):
         return False
     # lists, not sets: a value may be unhashable (a trait sent as a list or an object)
-    if cond.in_lower is not None and _norm(value) not in cond.in_lower:
+    if cond.in_lower is not None and lowered(value) not in cond.in_lower:
         return False
-    if cond.not_in_lower is not None and _norm(value) in cond.not_in_lower:
+    if cond.not_in_lower is not None and lowered(value) in cond.not_in_lower:
         return False
     if any(b is not None for b in (cond.gt, cond.gte, cond.lt, cond.lte)):
         n = number(value)
@@ -80,9 +74,9 @@ def matches(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bo
         return False
     if match.event is not None and (event.event or event.name) not in match.event:
         return False
-    if match.path is not None:
+    if match.path_pattern is not None:
         path = event.path
-        if path is None or not _path_pattern(tuple(match.path)).match(path):
+        if path is None or not match.path_pattern.match(path):
             return False
     for key, cond in match.properties.items():
         if not holds(cond, event.properties.get(key)):
@@ -97,12 +91,6 @@ def matches(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bo
     if match.known is not None and match.known != bool(traits.get("email")):
         return False
     return True
-
-
-@lru_cache(maxsize=4096)
-def _path_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """One regular expression for a rule's path globs (``fnmatchcase`` semantics)."""
-    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
 
 
 def decay_factor(half_life_days: float | None, seconds: float) -> float:

@@ -71,14 +71,10 @@ def _text(value: str, where: str) -> None:
 
 
 def _walk(value: Any, where: str, depth: int) -> None:
-    if isinstance(value, str):
-        if len(value) > MAX_STRING:
-            raise LimitExceeded("max_string", where, f"a string of {len(value)} characters")
-        _text(value, where)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
-            raise LimitExceeded("max_number", where, f"the number {value!r}")
-    elif isinstance(value, dict):
+    problem = _leaf(value)
+    if problem is not None:
+        raise LimitExceeded(problem[0], where, problem[1])
+    if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             raise LimitExceeded("max_depth", where, f"objects nested deeper than {MAX_DEPTH}")
         if len(value) > MAX_KEYS:
@@ -87,24 +83,32 @@ def _walk(value: Any, where: str, depth: int) -> None:
             if len(k) > MAX_KEY:
                 raise LimitExceeded("max_key", where, f"a key of {len(k)} characters")
             _text(k, where)
-            if not _plain(v):   # the path is built only where it may be needed
-                _walk(v, f"{where}.{k}", depth + 1)
+            _item(v, where, k, depth)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:
             raise LimitExceeded("max_depth", where, f"arrays nested deeper than {MAX_DEPTH}")
         if len(value) > MAX_ITEMS:
             raise LimitExceeded("max_items", where, f"an array of {len(value)} items")
         for i, v in enumerate(value):
-            if not _plain(v):
-                _walk(v, f"{where}[{i}]", depth + 1)
+            _item(v, where, i, depth)
 
 
-def _plain(v: Any) -> bool:
-    """A value within every limit at a glance (most are): a short string without NUL, a
-    small integer or float, a bool, None."""
-    t = type(v)
-    if t is str:
-        return len(v) <= MAX_STRING and "\x00" not in v
-    if t is int or t is float:
-        return -MAX_NUMBER <= v <= MAX_NUMBER   # false for NaN too
-    return v is None or t is bool
+def _item(value: Any, parent: str, name: str | int, depth: int) -> None:
+    """An object's or array's item; its path (``parent.name`` / ``parent[name]``) is built
+    only when it is needed: the item breaks a limit, or holds items of its own."""
+    if isinstance(value, (dict, list)) or _leaf(value) is not None:
+        _walk(value, f"{parent}.{name}" if isinstance(name, str) else f"{parent}[{name}]",
+              depth + 1)
+
+
+def _leaf(value: Any) -> tuple[str, str] | None:
+    """The limit a string or a number breaks, and how (None: within them, or not a leaf)."""
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            return "max_string", f"a string of {len(value)} characters"
+        if "\x00" in value:
+            return "no_nul", "a NUL character (U+0000)"
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+            return "max_number", f"the number {value!r}"
+    return None

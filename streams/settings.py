@@ -28,8 +28,9 @@ class Settings(BaseSettings):
         "memory (every lead in memory; a restart reads the whole changelog)")
     state_cache: int = Field(2_000, ge=100, description="decoded leads the worker keeps in "
                              "memory (least recently used go first)")
-    state_memory_mb: int = Field(256, ge=16, description="RocksDB's memory for the lead table "
-                                 "(block cache and write buffers, all partitions together)")
+    state_memory_mb: int = Field(256, ge=16, description="RocksDB's memory for the worker's "
+                                 "tables (block cache and write buffers, all partitions and "
+                                 "both tables together)")
     db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$")
     group_id: str | None = Field(None, description="Faust app id / consumer group; default from prefix")
     flush_interval: float = Field(0.25, gt=0, description="seconds between coalesced state flushes")

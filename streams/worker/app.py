@@ -132,7 +132,7 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     async def flush_idle_batch() -> None:
         if checkpoint.expired():
             await commit(wait=False)
-        if (settings.cooling_interval > 0 or settings.timer_interval > 0) and seeked(app):
+        if seeked(app):
             pipeline.seed(assigned())   # the table's leads into the timers' schedule, a step
 
     intervals = [i for i in (settings.cooling_interval, settings.timer_interval) if i > 0]

@@ -132,17 +132,20 @@ class WriteBehind:
                                  Awaitable[None]]) -> None:
         self.checkpoint, self.drain, self.dirty, self.write = checkpoint, drain, dirty, write
         self.lock = asyncio.Lock()
-        self.writing: list[asyncio.Future] = []   # the batch being written, if any
+        self.writing: asyncio.Future | None = None   # the batch being written, if any
 
     async def commit(self, wait: bool = True) -> None:
         """Cut and drain now, write behind; ``wait``: until it is written."""
         async with self.lock:
-            while self.writing:
-                await self.writing.pop()   # the batch before first (its failure surfaces here)
+            await self._written()   # the batch before first (its failure surfaces here)
             if self.checkpoint.pending or self.dirty():
                 pending = self.checkpoint.cut()
                 records, leads = self.drain()
-                self.writing.append(asyncio.ensure_future(self.write(pending, records, leads)))
+                self.writing = asyncio.ensure_future(self.write(pending, records, leads))
             if wait:
-                while self.writing:
-                    await self.writing.pop()
+                await self._written()
+
+    async def _written(self) -> None:
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            await writing

@@ -8,7 +8,7 @@ Built from the schemas' models; the snapshot they carry is made once per change.
 from __future__ import annotations
 
 from funnel.config import ScoringModel
-from funnel.history import item_time, last_type
+from funnel.history import item_time
 from funnel.model import Lead
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.identity import Link
@@ -46,12 +46,15 @@ class Emitter:
             assert snap is not None
             self.outbox.cloudevent(self.topics.transitions, new.lead_id,
                                    cooled_event(snap, old.temperature))
-        for other in new.aliases:
-            if other not in old.aliases and other not in new.merged_from:
+        linked = [o for o in new.aliases if o not in old.aliases and o not in new.merged_from]
+        if linked:
+            last = new.history.last()   # the message that linked them
+            for other in linked:
                 self.identity(other, Link.model_validate({
                     "from": other, "into": new.lead_id, "email": _text(new.traits.get("email")),
-                    "at": item_time(last) if (last := new.history.last()) else new.last_activity_at,
-                    "via": "alias" if last_type(new) == "alias" else "identify"}))
+                    "at": item_time(last) if last else new.last_activity_at,
+                    "via": "alias" if last and last["m"].get("type") == "alias"
+                    else "identify"}))
 
     def identity(self, key: str, message: object) -> None:
         """An identity protocol message (``schemas.identity``) for the lead ``key``."""

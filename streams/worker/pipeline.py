@@ -138,9 +138,10 @@ class Pipeline:
 
     def seed(self, assigned: set[int]) -> None:
         """Schedule the leads of the table (recovered, or on disk from an earlier run), a step at
-        a time, so that a large table never holds the event loop for long."""
+        a time, so that a large table never holds the event loop for long. Nothing to do when
+        neither timer runs."""
         if self.seeding is None:
-            if self.seeded:
+            if self.seeded or not (self.cooling or self.deadlines):
                 return
             self.seeded = True
             self.seeding = iter([(k, p) for p in sorted(assigned) for k in self.store.keys(p)])
