@@ -11,7 +11,7 @@ from datetime import datetime
 
 from funnel.config import ScoringModel
 from funnel.decide import CommandRefused, new_lead, process
-from funnel.history import History, Item, item_id, item_time, revive
+from funnel.history import HISTORY_KEPT, Item, item_id, item_time, revive
 from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
 from funnel.moves import advance
 from schemas.lead import TransitionRecord
@@ -24,7 +24,12 @@ class LinkRefused(ValueError):
 def accept_link(other: Lead, into: str, email: str | None, via: str) -> tuple[Lead | None, list[Item]]:
     """``other`` is asked to merge into the lead ``into``. Returns ``other`` marked as merged
     and the history to hand over, or (None, []) when it already was merged there.
-    Raises :class:`LinkRefused` when it belongs to somebody else."""
+    Raises :class:`LinkRefused` when it belongs to somebody else.
+
+    A merged id keeps one row whatever the order its messages and the link arrived in: a
+    pointer (``merged_into``, its version) with a new lead's figures; its messages count in the
+    lead it was merged into (before, its row showed its own figures when its events came first
+    and zeros when the link did)."""
     if other.merged_into == into or other.lead_id == into:
         return None, []
     if other.merged_into is not None:
@@ -32,9 +37,22 @@ def accept_link(other: Lead, into: str, email: str | None, via: str) -> tuple[Le
     mine = other.traits.get("email")
     if via != "alias" and mine and email and str(mine).lower() != str(email).lower():
         raise LinkRefused(f"{other.lead_id} is a different known person ({mine})")
-    marked = other.model_copy(update={"merged_into": into, "version": other.version + 1,
-                                      "history": History()})
-    return marked, other.history.items
+    marked = Lead(lead_id=other.lead_id, model_name=other.model_name,
+                  model_version=other.model_version, merged_into=into,
+                  version=other.version + 1)
+    return marked, known_items(other)
+
+
+assert SEEN_WINDOW >= HISTORY_KEPT, "known_items needs every kept message's id in seen_ids"
+
+
+def known_items(lead: Lead) -> list[Item]:
+    """The lead's history as far as its state knows it: only messages it has applied (their
+    ids are in ``seen_ids``, which outlasts the history). A history read back after a crash
+    may be ahead of the state — the worker writes it first — and a message ahead of the state
+    is still to be decided: replayed now, it would be a duplicate when it comes."""
+    seen = set(lead.seen_ids)
+    return [i for i in lead.history.items if item_id(i) in seen]
 
 
 SCORING_FIELDS = ("interest_raw", "interest_at", "temperature", "fit_score", "quality",
@@ -52,6 +70,8 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
     then re-evaluated at ``at``."""
     seen = set(lead.seen_ids)
     new_items = [i for i in items if item_id(i) not in seen]
+    if not new_items and (from_id is None or from_id in lead.merged_from):
+        return lead, []   # nothing new: the same merge again changes nothing
     merged = lead.model_copy()
     if from_id and from_id not in merged.merged_from:
         merged.merged_from = [*merged.merged_from, from_id]
@@ -61,7 +81,7 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
     if new_items:
         if not lead.history.cut:
             # replay the union from a new lead, in event time (stable: arrival order)
-            union = sorted([*lead.history.items, *new_items], key=item_time)
+            union = sorted([*known_items(lead), *new_items], key=item_time)
             replayed = new_lead(lead.lead_id, model)
         else:
             # the lead's own history was cut: older messages cannot be replayed, so the other

@@ -21,6 +21,11 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # the lead whose change caused this record (the checkpoint journals it with the lead's
+    # state); None for what deciding the same message again gives again (dead letters, …)
+    lead: str | None = field(default=None, compare=False)
+    # the checkpoint batch that first journaled it (0: not yet), when it is sent again
+    journaled: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

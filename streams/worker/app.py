@@ -101,7 +101,8 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
     producer = FaustProducer(app)
     async def write(pending: list, records: list, leads: dict) -> None:
-        await checkpoint.write(pending, records, leads, producer, changelog, ack, history_log)
+        await checkpoint.write(pending, records, leads, producer, changelog, ack, history_log,
+                               pipeline.journal)
         store.trim()   # only now: the cache's older leads are in the table
 
     commit = WriteBehind(checkpoint, pipeline.drain, pipeline.dirty, write).commit
@@ -110,7 +111,7 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
         # write what is pending while the partitions are still ours, then forget their state
         await commit()
-        pipeline.store.forget({tp.partition for tp in revoked if tp.topic == topics.events})
+        pipeline.forget({tp.partition for tp in revoked if tp.topic == topics.events})
 
     @app.agent(inputs, name="funnel-pipeline", concurrency=1)
     async def funnel_pipeline(stream: faust.StreamT) -> None:
@@ -130,10 +131,11 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
 
     @app.timer(settings.flush_interval)
     async def flush_idle_batch() -> None:
-        if checkpoint.expired():
-            await commit(wait=False)
         if seeked(app):
+            pipeline.resume_all(assigned())   # what a killed worker may not have sent
             pipeline.seed(assigned())   # the table's leads into the timers' schedule, a step
+        if checkpoint.expired() or (not checkpoint.pending and pipeline.dirty()):
+            await commit(wait=False)
 
     intervals = [i for i in (settings.cooling_interval, settings.timer_interval) if i > 0]
     if intervals:

@@ -1,24 +1,36 @@
-"""The write-behind commit protocol: outputs acknowledged → state in the changelog → end marker
-→ offsets. One ``Checkpoint`` per batch of input messages.
+"""The write-behind commit protocol: journal → state → outputs → sent mark → offsets. One
+``Checkpoint`` per batch of input messages.
 
-Each message is decided at once, in memory; its effects are written here, in batches:
+Each message is decided at once, in memory; its effects are written here, in batches, each step
+acknowledged by the broker before the next one starts:
 
-1. **Outputs** (handoffs, transitions, alerts, snapshots, dead letters, identity messages,
-   re-keyed messages) are sent and *every send is acknowledged* by the broker. A crash before
-   this step ends loses nothing: the inputs are not acknowledged yet and will be read again,
-   and deduplication by ``messageId``/``command_id`` plus handoff ids ``lead_id:version`` make
-   the repeat harmless.
-2. **State**: one changelog record per lead changed in the batch (the latest state only), its
-   message history to the history table's changelog when that changed, and the producer
-   flushed. Written after the outputs, so that a restart that recovers this state
-   never finds its outputs missing.
-3. **End marker**: every changelog partition just written gets one more record batch of one
-   record, under a key no lead has (``MARKER_KEY``). Some Kafka-compatible brokers (Tansu 0.6)
-   report the end of a partition as the base offset of its *last batch* + 1, and Faust's
-   recovery stops there: without the marker, the other records of a last multi-record batch
-   would be skipped at the next start.
-4. **Offsets**: the batch's input messages are acknowledged, so Faust may commit their offsets.
+1. **Histories**: the message history of each changed lead whose history grew, to the
+   history table's changelog. Ahead of the state is harmless (a message decided again is a
+   duplicate there); behind it would lose messages from a later identity merge. A history
+   emptied (an id merged into another handed it over) is written after the state (step 3): if
+   it were gone before, the id's earlier state could hand over nothing after a crash.
+2. **Journal** (``streams.worker.journal``): per changelog partition, the batch's number, its
+   changed leads and the records each change caused (transitions, handoffs, alerts, identity
+   messages).
+3. **State**: one changelog record per changed lead (its latest state, carrying the batch's
+   number), then the end marker: every changelog partition just written gets one more record
+   batch of one record, under a key no lead has (``MARKER_KEY``). Some Kafka-compatible
+   brokers (Tansu 0.6) report the end of a partition as the base offset of its *last batch* + 1,
+   and Faust's recovery stops there: without the marker, the other records of a last
+   multi-record batch would be skipped at the next start.
+4. **Outputs**: every record of the batch (the journaled ones, a snapshot per changed lead, dead
+   letters, re-keyed and forwarded messages).
+5. **Sent mark**: the batch's number per partition (``journal.sent``).
+6. **Offsets**: the batch's input messages are acknowledged, so Faust may commit their offsets.
    Last, because a committed offset is a promise that everything above is durable.
+
+Why this order: a lead's new state is on record before anything that tells of it goes out, so
+a version seen outside is never lost (no lead's version goes backwards after a crash), and what
+it sent is on record with it: after a crash between 3 and 5 the journal's records are sent again
+*unchanged* (same ids) instead of being decided again — which, with messages from several topics
+read in another order after the restart, could give the same move under another version. A
+crash before 3 loses nothing either: no output of the batch went out, and its messages are read
+again and decided as if for the first time.
 
 A batch is cut (``cut``) and drained at once; its writing may then go on while the next batch
 is decided (the wiring lets one batch be written at a time, in order: a batch's steps start only
@@ -33,12 +45,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from funnel.model import Lead
 from streams.records import Record
-from streams.worker.store import encode
+from streams.worker.journal import Journal
+from streams.worker.store import MemoryState, encode
 
 MARKER_KEY = "\x00funnel-batch-end"   # no lead has this id (ids are at most 256 printable chars)
 MARKER_VALUE = b"{}"
@@ -52,8 +66,9 @@ class Producer(Protocol):
 
 
 class Changelog(Protocol):
-    def write(self, partition: int, key: str, value: bytes) -> None:
-        """Store ``value`` as ``key``'s state and queue its changelog record."""
+    def write(self, partition: int, key: str, value: bytes) -> Awaitable[Any] | None:
+        """Store ``value`` as ``key``'s state and queue its changelog record; the awaitable
+        (if any) completes when the broker acknowledged the record."""
 
 
 class Checkpoint:
@@ -83,41 +98,68 @@ class Checkpoint:
 
     async def commit(self, outputs: Iterable[Record], state: dict[str, tuple[int, Lead]],
                      producer: Producer, changelog: Changelog,
-                     ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None
-                     ) -> None:
-        await self.write(self.cut(), outputs, state, producer, changelog, ack, histories)
+                     ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None,
+                     journal: Journal | None = None) -> None:
+        await self.write(self.cut(), outputs, state, producer, changelog, ack, histories,
+                         journal)
 
     async def write(self, pending: list[Any], outputs: Iterable[Record],
                     state: dict[str, tuple[int, Lead]], producer: Producer, changelog: Changelog,
-                    ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None
-                    ) -> None:
-        """Steps 1–4 for one batch cut before (``cut``): its inputs, outputs and states (and
-        the leads' histories, to ``histories``)."""
-        # 1. outputs, each acknowledged by the broker
-        acks = [await producer.send(record) for record in outputs]
-        await producer.flush()
-        await asyncio.gather(*acks)
+                    ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None,
+                    journal: Journal | None = None) -> None:
+        """Steps 1–6 for one batch cut before (``cut``): its inputs, outputs and states (and
+        the leads' histories, to ``histories``); ``journal`` numbers the batches."""
+        outputs = list(outputs)
+        numbers: dict[int, int] = {}
         if state:
-            # 2. one changelog record per changed lead, and its history when that changed
-            #    (written to its own table: the lead's record stays small)
-            written = []
-            for lead_id, (partition, lead) in state.items():
-                changelog.write(partition, lead_id, encode(lead))
-                if histories is not None and not lead.history.stored:
-                    histories.write(partition, lead_id, lead.history.encode())
-                    written.append(lead.history)
-            await producer.flush()
-            for history in written:
-                history.stored = True
-            # 3. the end marker on every changelog partition written
-            for partition in sorted({p for p, _ in state.values()}):
-                changelog.write(partition, MARKER_KEY, MARKER_VALUE)
-                if histories is not None:
-                    histories.write(partition, MARKER_KEY, MARKER_VALUE)
-            await producer.flush()
-        # 4. the inputs' offsets
-        for message in pending:
+            journal = journal or Journal(MemoryState({}))
+            if histories is not None:
+                await _histories(state, histories, producer, grown=True)  # 1
+            caused: dict[str, list[Record]] = defaultdict(list)
+            for r in outputs:
+                if r.lead is not None and r.lead in state:
+                    caused[r.lead].append(r)
+            leads: dict[int, dict[str, list[Record]]] = defaultdict(dict)
+            for lead_id, (partition, _) in state.items():
+                leads[partition][lead_id] = caused.get(lead_id, [])
+            numbers = {p: journal.number(p) for p in sorted(leads)}
+            await _acked(producer, [changelog.write(p, key, value)           # 2
+                                    for p in numbers
+                                    for key, value in journal.entries(p, numbers[p], leads[p])])
+            written = [changelog.write(p, lead_id, encode(lead, numbers[p]))  # 3
+                       for lead_id, (p, lead) in state.items()]
+            written += [changelog.write(p, MARKER_KEY, MARKER_VALUE) for p in numbers]
+            await _acked(producer, written)
+            if histories is not None:
+                await _histories(state, histories, producer, grown=False)
+        await _acked(producer, [await producer.send(record) for record in outputs])   # 4
+        if numbers:
+            assert journal is not None
+            await _acked(producer, [changelog.write(p, *journal.sent(p, n))  # 5
+                                    for p, n in numbers.items()])
+        for message in pending:                                           # 6
             await ack(message)
+
+
+async def _acked(producer: Producer, acks: list[Awaitable[Any] | None]) -> None:
+    """Until the broker acknowledged every record just queued."""
+    await producer.flush()
+    await asyncio.gather(*(a for a in acks if a is not None))
+
+
+async def _histories(state: dict[str, tuple[int, Lead]], histories: Changelog,
+                     producer: Producer, grown: bool) -> None:
+    """The histories that changed and grew (``grown``), or were emptied, and the end marker on
+    their partitions."""
+    changed = [(p, lead) for p, lead in state.values()
+               if not lead.history.stored and bool(lead.history.blob) == grown]
+    if not changed:
+        return
+    acks = [histories.write(p, lead.lead_id, lead.history.encode()) for p, lead in changed]
+    acks += [histories.write(p, MARKER_KEY, MARKER_VALUE) for p in sorted({p for p, _ in changed})]
+    await _acked(producer, acks)
+    for _, lead in changed:
+        lead.history.stored = True
 
 
 class WriteBehind:

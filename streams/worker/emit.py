@@ -50,15 +50,17 @@ class Emitter:
         if linked:
             last = new.history.last()   # the message that linked them
             for other in linked:
-                self.identity(other, Link.model_validate({
+                self.identity(other, new.lead_id, Link.model_validate({
                     "from": other, "into": new.lead_id, "email": _text(new.traits.get("email")),
                     "at": item_time(last) if last else new.last_activity_at,
                     "via": "alias" if last and last["m"].get("type") == "alias"
                     else "identify"}))
 
-    def identity(self, key: str, message: object) -> None:
-        """An identity protocol message (``schemas.identity``) for the lead ``key``."""
-        self.outbox.send(self.topics.identity, key, message.encode())  # type: ignore[attr-defined]
+    def identity(self, key: str, cause: str | None, message: object) -> None:
+        """An identity protocol message (``schemas.identity``) for the lead ``key``; ``cause``:
+        the lead whose change sends it (None: a message passed on)."""
+        self.outbox.send(self.topics.identity, key, message.encode(),  # type: ignore[attr-defined]
+                         lead=cause)
 
     def snapshot(self, lead: Lead) -> None:
         self.outbox.send(self.topics.leads, lead.lead_id,

@@ -77,9 +77,11 @@ class FaustChangelog:
     def __init__(self, table: Any, state: Any) -> None:
         self.table, self.state = table, state
 
-    def write(self, partition: int, key: str, value: bytes) -> None:
+    def write(self, partition: int, key: str, value: bytes) -> Any:
+        """Returns the record's future: done when the broker acknowledged it (Faust's
+        ``ProducerBuffer.flush`` may return before, after a 0.1 s wait)."""
         self.state.put(partition, key, value)
-        self.table.send_changelog(partition, key, value)
+        return self.table.send_changelog(partition, key, value)
 
 
 class RocksState:

@@ -44,7 +44,7 @@ class IdentityProtocol:
         if marked is None:
             return   # already merged there
         p.keep(marked, source.partition)
-        p.emitter.identity(link.into, Absorb.model_validate(
+        p.emitter.identity(link.into, link.from_, Absorb.model_validate(
             {"from": link.from_, "into": link.into, "at": link.at, "items": history}))
 
     def on_absorb(self, absorb: Absorb, source: Source) -> None:
@@ -55,6 +55,8 @@ class IdentityProtocol:
         at = absorb.at or lead.last_activity_at or datetime.now(timezone.utc)
         items = [i.model_dump() for i in absorb.items]
         new, transitions = merge(lead, items, absorb.from_, at, self.p.model)
+        if new is lead:
+            return   # the same absorb again (read again after a restart)
         self.p.metrics.identity.labels("merge").inc()
         self.p.changed(lead, new, source.partition, transitions)
 
@@ -81,7 +83,7 @@ class IdentityProtocol:
     def forward(self, lead: Lead, item: Item) -> None:
         """``item`` arrived under ``lead``'s id, which is merged into another lead."""
         self.p.metrics.identity.labels("forward").inc()
-        self.p.emitter.identity(lead.merged_into or "", Forward.model_validate(
+        self.p.emitter.identity(lead.merged_into or "", None, Forward.model_validate(
             {"from": lead.lead_id, "into": lead.merged_into, "item": HistoryItem(**item),
              "hops": 1}))
 
@@ -95,6 +97,6 @@ class IdentityProtocol:
             self.p.outbox.dead_letter(source, "identity_loop",
                                       f"more than {MAX_HOPS} merged ids in a row")
             return None
-        self.p.emitter.identity(lead.merged_into, message.model_copy(
+        self.p.emitter.identity(lead.merged_into, None, message.model_copy(
             update={"into": lead.merged_into, "hops": message.hops + 1}))
         return None

@@ -27,13 +27,14 @@ class Outbox:
         return records
 
     def send(self, topic: str, key: str | bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+             headers: list[tuple[str, bytes]] | None = None, lead: str | None = None) -> None:
+        """``lead``: the lead whose change this record tells of (see ``Record.lead``)."""
         raw_key = key.encode() if isinstance(key, str) else key
-        self.records.append(Record(topic, raw_key, value, list(headers or [])))
+        self.records.append(Record(topic, raw_key, value, list(headers or []), lead))
 
     def cloudevent(self, topic: str, key: str, event: Any) -> None:
-        """A CloudEvent (structured mode) keyed by ``key``."""
-        self.send(topic, key, event.model_dump_json().encode(), CLOUDEVENT_HEADERS)
+        """A CloudEvent (structured mode) about the change of the lead ``key``."""
+        self.send(topic, key, event.model_dump_json().encode(), CLOUDEVENT_HEADERS, key)
 
     def dead_letter(self, source: Source, code: str, detail: str) -> None:
         """The original bytes on the DLQ with the reason and where they came from."""

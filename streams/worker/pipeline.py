@@ -25,6 +25,7 @@ from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker.emit import Emitter
 from streams.worker.identity import IdentityProtocol
+from streams.worker.journal import Journal
 from streams.worker.metrics import Metrics
 from streams.records import Record, Source
 from streams.worker.outbox import Outbox
@@ -46,6 +47,8 @@ class Pipeline:
         self.emitter = Emitter(self.outbox, topics, model, self.metrics)
         self.identity = IdentityProtocol(self)
         self.schedule = DeadlineSchedule()
+        self.journal = Journal(store.state)
+        self.resumed: set[int] = set()
         self.cooling = settings.cooling_interval > 0
         self.deadlines = settings.timer_interval > 0
         self.seeded = False
@@ -68,6 +71,8 @@ class Pipeline:
 
     def apply(self, source: Source) -> None:
         """Decide one input message; nothing is sent yet."""
+        if source.partition not in self.resumed:
+            self.resume(source.partition)
         try:
             self.router.route(source)
         except Exception as exc:  # the worker never dies on one message
@@ -115,6 +120,30 @@ class Pipeline:
         self.keep(new, partition)
         self.emitter.change(old, new, transitions, cooled)
 
+    # --- a partition taken up ----------------------------------------------------------------
+
+    def resume(self, partition: int) -> None:
+        """Before anything of ``partition`` is decided: what its last checkpoint batch may not
+        have sent goes out again with the next one, unchanged (``streams.worker.journal``)."""
+        self.resumed.add(partition)
+        for lead_id, records in self.journal.resume(partition).items():
+            self.store.keep(self.store.load(lead_id, partition), partition)
+            self.outbox.records.extend(records)
+            log.info("resending %d records of %s (its last batch may not have gone out)",
+                     len(records), lead_id)
+
+    def resume_all(self, assigned: set[int]) -> None:
+        """Every assigned partition resumed, also those no message has come for since the start
+        (a batch of the periodic pass has no message to be read again)."""
+        for p in sorted(assigned - self.resumed):
+            self.resume(p)
+
+    def forget(self, partitions: set[int]) -> None:
+        """The partitions were revoked: their state is read again if they come back."""
+        self.store.forget(partitions)
+        self.journal.forget(partitions)
+        self.resumed -= partitions
+
     # --- the clock -------------------------------------------------------------------------
 
     def timer_pass(self, now: datetime, assigned: set[int]) -> int:
@@ -126,6 +155,8 @@ class Pipeline:
         for lead_id, p in self.schedule.pop_due(now):
             if p not in assigned:
                 continue
+            if p not in self.resumed:
+                self.resume(p)
             lead = self.store.load(lead_id, p)
             new, transitions = tick(lead, now, self.model, cooling=self.cooling,
                                     deadlines=self.deadlines)

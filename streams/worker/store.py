@@ -10,8 +10,10 @@ once per stay in the cache, not once per message.
 A lead's message history (what only an identity merge reads) is not in its record: it lives in a
 table of its own (``histories``), read with the lead and written only when it changed.
 
-Records are encoded compactly and versioned (``encode``/``decode``): a leading ``\\x01`` then
-the lead's JSON without its default values. Records written before (plain JSON) still decode.
+Records are encoded compactly and versioned (``encode``/``decode``): a leading ``\\x02``, the
+number of the checkpoint batch that wrote it (8 bytes, see ``streams.worker.journal``), then the
+lead's JSON without its default values. Records written before (``\\x01`` + JSON, plain JSON)
+still decode.
 Faust-free: a plain dict serves as the table in the unit tests.
 """
 
@@ -27,17 +29,27 @@ from funnel.history import History
 from funnel.model import Lead
 
 ENCODING_V1 = b"\x01"
-MARKER_PREFIX = "\x00"   # keys that are not leads (the checkpoint's end marker)
+ENCODING_V2 = b"\x02"
+MARKER_PREFIX = "\x00"   # keys that are not leads (the checkpoint's markers and journal)
 
 
-def encode(lead: Lead) -> bytes:
-    return ENCODING_V1 + lead.model_dump_json(exclude_defaults=True).encode()
+def encode(lead: Lead, batch: int = 0) -> bytes:
+    return (ENCODING_V2 + batch.to_bytes(8, "big")
+            + lead.model_dump_json(exclude_defaults=True).encode())
 
 
 def decode(raw: bytes) -> Lead:
-    if raw[:1] == ENCODING_V1:
+    head = raw[:1]
+    if head == ENCODING_V2:
+        return Lead.model_validate_json(raw[9:])
+    if head == ENCODING_V1:
         return Lead.model_validate_json(raw[1:])
     return Lead.model_validate_json(raw)   # a record from before the versioned encoding
+
+
+def batch_of(raw: bytes) -> int:
+    """The number of the checkpoint batch that wrote this record (0: unknown, older)."""
+    return int.from_bytes(raw[1:9], "big") if raw[:1] == ENCODING_V2 else 0
 
 
 class State(Protocol):

@@ -23,7 +23,7 @@ from streams.records import Record, Source
 from streams.worker.pipeline import Pipeline
 from streams.worker.schedule import DeadlineSchedule
 from streams.worker.sink import BatchingSink
-from streams.worker.store import LeadStore, MemoryState, decode, encode
+from streams.worker.store import LeadStore, MemoryState, batch_of, decode, encode
 from tests.unit.helpers import GOOD_TRAITS, T0, at, command, event, identify
 
 MODEL = load_model()
@@ -200,11 +200,13 @@ def test_the_store_keeps_a_bounded_cache_and_never_drops_a_lead_before_it_is_wri
 
 def test_a_lead_record_is_compact_versioned_without_its_history_and_old_records_decode():
     lead, _ = process(new_lead("u-1", MODEL), identify(lead="u-1"), MODEL)
-    record = encode(lead)
-    assert record[:1] == b"\x01" and len(record) < len(lead.model_dump_json())
+    record = encode(lead, batch=7)
+    assert record[:1] == b"\x02" and len(record) < len(lead.model_dump_json())
+    assert batch_of(record) == 7 and batch_of(b"\x01{}") == 0
     assert len(lead.history) == 1 and b'"history"' not in record
     back = decode(record)
     assert back.history.items == [] and back.model_copy(update={"history": lead.history}) == lead
+    assert decode(b"\x01" + record[9:]) == back   # a record from before the batch number
     legacy = orjson.loads(lead.model_dump_json())
     legacy["history"] = lead.history.items   # a record from when the history was part of it
     assert decode(orjson.dumps(legacy)) == lead
@@ -246,7 +248,7 @@ class DictChangelog:
         self.log.append(("changelog", partition, key))
 
 
-def test_the_checkpoint_sends_outputs_then_state_then_the_end_marker_then_acks():
+def test_the_checkpoint_writes_journal_then_state_then_outputs_then_sent_mark_then_acks():
     log: list = []
     table: dict[str, bytes] = {}
     p = pipeline(table)
@@ -259,17 +261,62 @@ def test_the_checkpoint_sends_outputs_then_state_then_the_end_marker_then_acks()
         log.append(("ack", message))
 
     records, state = p.drain()
-    asyncio.run(cp.commit(records, state, ListProducer(log), DictChangelog(table, log), ack))
-    kinds = [entry[0] for entry in log]
-    last_send = max(i for i, k in enumerate(kinds) if k == "send")
-    first_changelog = kinds.index("changelog")
-    first_ack = kinds.index("ack")
-    assert last_send < first_changelog < first_ack
-    markers = [e for e in log if e[0] == "changelog" and e[2] == MARKER_KEY]
-    assert sorted(e[1] for e in markers) == [0, 1]
-    assert max(i for i, e in enumerate(log) if e[0] == "changelog") < first_ack
-    assert [e[1] for e in log if e[0] == "ack"] == ["msg-0", "msg-1"] and len(cp) == 0
-    assert set(table) == {"u-1", "u-2", MARKER_KEY}
+    asyncio.run(cp.commit(records, state, ListProducer(log), DictChangelog(table, log), ack,
+                          journal=p.journal))
+
+    def first(pred) -> int:
+        return next(i for i, e in enumerate(log) if pred(e))
+
+    def last(pred) -> int:
+        return max(i for i, e in enumerate(log) if pred(e))
+    changelog = lambda e: e[0] == "changelog"   # noqa: E731
+    journal = lambda e: changelog(e) and e[2].startswith("\x00journal/")   # noqa: E731
+    lead = lambda e: changelog(e) and e[2] in ("u-1", "u-2")   # noqa: E731
+    marker = lambda e: changelog(e) and e[2] == MARKER_KEY   # noqa: E731
+    sent = lambda e: changelog(e) and e[2].startswith("\x00sent/")   # noqa: E731
+    send = lambda e: e[0] == "send"   # noqa: E731
+    ack_ = lambda e: e[0] == "ack"   # noqa: E731
+    assert last(journal) < first(lead) and last(lead) < first(marker)
+    assert last(marker) < first(send) and last(send) < first(sent) < last(sent) < first(ack_)
+    assert sorted(e[1] for e in log if marker(e)) == [0, 1]
+    assert [e[1] for e in log if ack_(e)] == ["msg-0", "msg-1"] and len(cp) == 0
+    assert {k for k in table if not k.startswith("\x00")} == {"u-1", "u-2"}
+    assert batch_of(table["u-1"]) == 1 and table["\x00sent/0"] == b"1"
+
+
+def test_a_batch_killed_after_its_state_sends_its_journaled_records_again_unchanged():
+    """Killed after step 3 (state on record, outputs perhaps not sent): the next worker sends
+    the journaled records again with the same ids and deciding the messages again changes
+    nothing; killed before (state not on record): nothing is sent again."""
+    table: dict[str, bytes] = {}
+    p = pipeline(table)
+    msgs = [source(identify(lead="u-1"), "u-1", offset=0),
+            source(event(name="Demo Requested", lead="u-1", when=at(5)), "u-1", offset=1)]
+    for m in msgs:
+        p.apply(m)
+    records, state = p.drain()
+
+    class Killed(Exception):
+        pass
+
+    class DyingProducer(ListProducer):
+        async def send(self, record: Record) -> Any:
+            raise Killed()
+    with pytest.raises(Killed):
+        asyncio.run(Checkpoint(10, 60).write([], records, state, DyingProducer([]),
+                                             DictChangelog(table, []), ack=None,  # type: ignore
+                                             journal=p.journal))
+    again = pipeline(dict(table))   # the next worker: the table as the broker had it
+    for m in msgs:
+        again.apply(m)
+    resent, leads = again.drain()
+    caused = [r for r in records if r.lead == "u-1"]
+    assert caused and [(r.topic, r.value) for r in resent if r.topic != TOPICS.leads] == [
+        (r.topic, r.value) for r in caused]
+    assert set(leads) == {"u-1"} and leads["u-1"][1].version == state["u-1"][1].version
+    # the same batch killed before its state: the journal is there, no lead carries its number
+    fresh = {k: v for k, v in table.items() if k.startswith("\x00journal/")}
+    assert pipeline(fresh).journal.resume(0) == {}
 
 
 def test_the_checkpoint_writes_a_history_apart_and_only_when_it_changed():
