@@ -6,126 +6,20 @@ file, the field and what is wrong.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-Scalar = Union[str, int, float, bool]
+from funnel.rules import Condition, FitRule, InterestRule, Match, Strict, lowered
 
+__all__ = ["Condition", "FitRule", "InterestRule", "Match", "ModelError", "ScoringModel",
+           "default_model_text", "load_model", "lowered", "parse_model"]
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Condition(_Strict):
-    """A test on one value. Several operators in one condition must all hold."""
-
-    eq: Scalar | None = None
-    ne: Scalar | None = None
-    in_: list[Scalar] | None = Field(None, alias="in")
-    not_in: list[Scalar] | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-    contains_any: list[str] | None = None
-    domain_not_in: list[str] | None = None
-    present: bool | None = None
-
-    @cached_property
-    def in_lower(self) -> list[Any] | None:
-        """``in`` with its strings lower-cased, once (strings compare case-blind)."""
-        return None if self.in_ is None else [lowered(x) for x in self.in_]
-
-    @cached_property
-    def not_in_lower(self) -> list[Any] | None:
-        return None if self.not_in is None else [lowered(x) for x in self.not_in]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _scalar_is_eq(cls, v: Any) -> Any:
-        return {"eq": v} if isinstance(v, (str, int, float, bool)) else v
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> "Condition":
-        if not self.model_fields_set:
-            raise ValueError("a condition needs at least one operator")
-        lo = self.gte if self.gte is not None else self.gt
-        hi = self.lte if self.lte is not None else self.lt
-        if lo is not None and hi is not None and lo > hi:
-            raise ValueError(f"impossible range: lower bound {lo} is above upper bound {hi}")
-        return self
-
-
-def lowered(v: Any) -> Any:
-    """A value as conditions compare it: strings case-blind, anything else as it is."""
-    return v.lower() if isinstance(v, str) else v
-
-
-def _listify(v: Any) -> Any:
-    return [v] if isinstance(v, str) else v
-
-
-class Match(_Strict):
-    """What an interaction must look like for a rule to score it."""
-
-    type: list[str] | None = None
-    event: list[str] | None = None
-    path: list[str] | None = None
-    properties: dict[str, Condition] = Field(default_factory=dict)
-    campaign: dict[str, Condition] = Field(default_factory=dict)
-    traits: dict[str, Condition] = Field(default_factory=dict)
-    known: bool | None = None
-
-    @cached_property
-    def path_pattern(self) -> re.Pattern[str] | None:
-        """The path globs as one regular expression (``fnmatchcase`` semantics), once."""
-        if self.path is None:
-            return None
-        return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.path))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lists(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            v = dict(v)
-            for key in ("type", "event", "path"):
-                if key in v:
-                    v[key] = _listify(v[key])
-        return v
-
-
-class InterestRule(_Strict):
-    id: str = Field(min_length=1)
-    points: float
-    when: Match
-    max_per_day: int | None = Field(None, ge=1)
-    max_in_window: int | None = Field(None, ge=1)
-    window_days: float | None = Field(None, gt=0)
-    once: bool = False
-    signals: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _window_pair(self) -> "InterestRule":
-        if (self.max_in_window is None) != (self.window_days is None):
-            raise ValueError("max_in_window and window_days go together")
-        return self
-
-
-class FitRule(_Strict):
-    id: str = Field(min_length=1)
-    points: float
-    trait: str = Field(min_length=1)
-    when: Condition
-
-
-class TemperatureBands(_Strict):
+class TemperatureBands(Strict):
     hot: float
     warm: float
 
@@ -136,7 +30,7 @@ class TemperatureBands(_Strict):
         return self
 
 
-class QualityBands(_Strict):
+class QualityBands(Strict):
     high: float
     medium: float
 
@@ -147,12 +41,32 @@ class QualityBands(_Strict):
         return self
 
 
-class Interest(_Strict):
+class Interest(Strict):
     half_life_days: float | None = Field(None, gt=0)
     cap: float | None = Field(None, gt=0)
     hysteresis: float = Field(0.0, ge=0)
     bands: TemperatureBands
     rules: list[InterestRule]
+
+    @cached_property
+    def named_events(self) -> frozenset[str]:
+        return frozenset(e for r in self.rules for e in (r.when.event or ()))
+
+    @cached_property
+    def kinds(self) -> dict[tuple[str, str | None], list[InterestRule]]:
+        return {}
+
+    def rules_for(self, type_: str, name: str | None) -> list[InterestRule]:
+        """The rules whose ``type`` and ``event`` lists admit an event of this type and name,
+        in the file's order; the other conditions are still to check. Computed once per kind
+        (a name no rule lists counts as one kind, so the cache stays small)."""
+        key = (type_, name if name in self.named_events else None)
+        rules = self.kinds.get(key)
+        if rules is None:
+            rules = self.kinds[key] = [
+                r for r in self.rules if (r.when.type is None or type_ in r.when.type)
+                and (r.when.event is None or key[1] in r.when.event)]
+        return rules
 
     @model_validator(mode="after")
     def _hysteresis_fits(self) -> "Interest":
@@ -163,36 +77,36 @@ class Interest(_Strict):
         return self
 
 
-class Fit(_Strict):
+class Fit(Strict):
     bands: QualityBands
     rules: list[FitRule]
 
 
-class MqlRule(_Strict):
+class MqlRule(Strict):
     min_interest: float = Field(ge=0)
     min_fit: float = Field(ge=0)
     or_signals: list[str] = Field(default_factory=list)
 
 
-class SqlRule(_Strict):
+class SqlRule(Strict):
     temperatures: list[Literal["hot", "warm", "cold"]] = Field(min_length=1)
     qualities: list[Literal["high", "medium", "low"]] = Field(min_length=1)
     signals: list[str] = Field(min_length=1)
 
 
-class SecondFilter(_Strict):
+class SecondFilter(Strict):
     traits: list[str] = Field(default_factory=list)
     signals: list[str] = Field(default_factory=list)
 
 
-class Sla(_Strict):
+class Sla(Strict):
     """Service levels between Marketing and Sales, in event time. ``null`` turns one off."""
 
     sql_hours: float | None = Field(24.0, gt=0)   # Sales acts on an SQL within this, or an alert
     mql_days: float | None = Field(30.0, gt=0)    # an MQL nobody works within this is recycled
 
 
-class Lifecycle(_Strict):
+class Lifecycle(Strict):
     policy: Literal["auto", "sales_accept", "two_step"] = "auto"
     mql: MqlRule
     sql: SqlRule
@@ -200,8 +114,12 @@ class Lifecycle(_Strict):
     second_filter: SecondFilter = Field(default_factory=SecondFilter)
     sla: Sla = Field(default_factory=Sla)
 
+    @cached_property
+    def customer_set(self) -> frozenset[str]:
+        return frozenset(self.customer_signals)
 
-class ScoringModel(_Strict):
+
+class ScoringModel(Strict):
     """The whole model file."""
 
     name: str = Field(min_length=1)
@@ -210,6 +128,11 @@ class ScoringModel(_Strict):
     fit: Fit
     lifecycle: Lifecycle
     referral_mediums: list[str] = Field(default_factory=lambda: ["referral"])
+
+    @cached_property
+    def referral_set(self) -> frozenset[str]:
+        """``referral_mediums`` lower-cased, once."""
+        return frozenset(m.lower() for m in self.referral_mediums)
     # provenance of a learned model (``funnel learn``): period, rows, outcome, holdout figures
     learned_from: dict[str, Any] | None = None
 

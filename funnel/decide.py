@@ -66,6 +66,9 @@ def _touch(lead: Lead, at: datetime) -> None:
         lead.last_activity_at = at
 
 
+NO_TOUCH = FirstTouch()
+
+
 def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
               ) -> tuple[Lead, list[TransitionRecord]]:
     at = event.timestamp
@@ -83,12 +86,12 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
     if isinstance(context_traits, dict) and context_traits:
         lead.traits = _merge_traits(lead.traits, context_traits)
     campaign = event.campaign
-    if campaign and lead.first_touch == FirstTouch():
+    if campaign and lead.first_touch == NO_TOUCH:
         lead.first_touch = FirstTouch(source=_s(campaign.get("source")),
                                       medium=_s(campaign.get("medium")),
                                       campaign=_s(campaign.get("name")))
     medium = str(campaign.get("medium") or "").lower()
-    if lead.traits.get("referred_by") or medium in {m.lower() for m in model.referral_mediums}:
+    if lead.traits.get("referred_by") or medium in model.referral_set:
         if lead.origin != "sales":
             lead.origin = "referral"
 
@@ -106,14 +109,14 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
         fired.update(rule.signals)
     if fired:
         lead.signals = {**lead.signals, **{sig: max(at, lead.signals.get(sig, at)) for sig in fired}}
-    if "purchase" in fired or (fired & set(model.lifecycle.customer_signals)):
+    if "purchase" in fired or (fired & model.lifecycle.customer_set):
         _order(lead, scoring.number(event.properties.get("revenue")),
                event.properties.get("currency"), at, event.messageId, "event")
     _classify(lead, model, fit_too=lead.traits is not traits_before or lead.version == 1
               or lead.orders != orders_before)
 
     transitions: list[TransitionRecord] = []
-    if fired & set(model.lifecycle.customer_signals) and lead.stage != "customer":
+    if fired & model.lifecycle.customer_set and lead.stage != "customer":
         move(lead, "purchase", at, transitions, model, fired, reason=event.event)
     advance(lead, at, transitions, model, fired)
     return lead, transitions

@@ -116,7 +116,7 @@ def applicable_rules(
     """The interest rules that score this event, after frequency limits."""
     day = event.timestamp.date().isoformat()
     out = []
-    for rule in model.interest.rules:
+    for rule in model.interest.rules_for(event.type, event.event or event.name):
         if not matches(rule.when, event, traits):
             continue
         seen = rule_days.get(rule.id)

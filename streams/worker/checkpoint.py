@@ -14,10 +14,11 @@ acknowledged by the broker before the next one starts:
    messages).
 3. **State**: one changelog record per changed lead (its latest state, carrying the batch's
    number), then the end marker: every changelog partition just written gets one more record
-   batch of one record, under a key no lead has (``MARKER_KEY``). Some Kafka-compatible
-   brokers (Tansu 0.6) report the end of a partition as the base offset of its *last batch* + 1,
-   and Faust's recovery stops there: without the marker, the other records of a last
-   multi-record batch would be skipped at the next start.
+   batch of one record, under a key no lead has (``MARKER_KEY``), written once the states are
+   acknowledged. Some Kafka-compatible brokers (Tansu 0.6) report the end of a partition as the
+   base offset of its *last batch* + 1, and Faust's recovery stops there: without the marker,
+   the other records of a last multi-record batch would be skipped at the next start. Only the
+   markers (and the sent marks) move the table's persisted offset (``Changelog.mark``).
 4. **Outputs**: every record of the batch (the journaled ones, a snapshot per changed lead, dead
    letters, re-keyed and forwarded messages).
 5. **Sent mark**: the batch's number per partition (``journal.sent``).
@@ -69,6 +70,10 @@ class Changelog(Protocol):
     def write(self, partition: int, key: str, value: bytes) -> Awaitable[Any] | None:
         """Store ``value`` as ``key``'s state and queue its changelog record; the awaitable
         (if any) completes when the broker acknowledged the record."""
+
+    def mark(self, partition: int, key: str, value: bytes) -> Awaitable[Any] | None:
+        """``write`` a mark: written once every record before it is acknowledged (so it is
+        alone in its record batch); once acknowledged, recovery may start after it."""
 
 
 class Checkpoint:
@@ -126,16 +131,15 @@ class Checkpoint:
             await _acked(producer, [changelog.write(p, key, value)           # 2
                                     for p in numbers
                                     for key, value in journal.entries(p, numbers[p], leads[p])])
-            written = [changelog.write(p, lead_id, encode(lead, numbers[p]))  # 3
-                       for lead_id, (p, lead) in state.items()]
-            written += [changelog.write(p, MARKER_KEY, MARKER_VALUE) for p in numbers]
-            await _acked(producer, written)
+            await _acked(producer, [changelog.write(p, lead_id, encode(lead, numbers[p]))  # 3
+                                    for lead_id, (p, lead) in state.items()])
+            await _acked(producer, [changelog.mark(p, MARKER_KEY, MARKER_VALUE) for p in numbers])
             if histories is not None:
                 await _histories(state, histories, producer, grown=False)
         await _acked(producer, [await producer.send(record) for record in outputs])   # 4
         if numbers:
             assert journal is not None
-            await _acked(producer, [changelog.write(p, *journal.sent(p, n))  # 5
+            await _acked(producer, [changelog.mark(p, *journal.sent(p, n))  # 5
                                     for p, n in numbers.items()])
         for message in pending:                                           # 6
             await ack(message)
@@ -155,9 +159,10 @@ async def _histories(state: dict[str, tuple[int, Lead]], histories: Changelog,
                if not lead.history.stored and bool(lead.history.blob) == grown]
     if not changed:
         return
-    acks = [histories.write(p, lead.lead_id, lead.history.encode()) for p, lead in changed]
-    acks += [histories.write(p, MARKER_KEY, MARKER_VALUE) for p in sorted({p for p, _ in changed})]
-    await _acked(producer, acks)
+    await _acked(producer, [histories.write(p, lead.lead_id, lead.history.encode())
+                            for p, lead in changed])
+    await _acked(producer, [histories.mark(p, MARKER_KEY, MARKER_VALUE)
+                            for p in sorted({p for p, _ in changed})])
     for _, lead in changed:
         lead.history.stored = True
 

@@ -4,6 +4,7 @@ each with the failure it prevents. Kept apart so that the wiring reads as wiring
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,7 +73,15 @@ class FaustProducer:
 
 
 class FaustChangelog:
-    """A lead's state written to the table's store (``state``) and its changelog topic."""
+    """A lead's state written to the table's store (``state``) and its changelog topic.
+
+    Not through ``Table.send_changelog``: its callback moves the table's persisted offset (where
+    a restart resumes recovery with the ``rocksdb`` store) to every record as it is acknowledged.
+    Tansu reports a partition's end as the base offset of its *last record batch* + 1; a worker
+    killed after a multi-record batch was acknowledged left a persisted offset past that end, and
+    every start after it failed in recovery (``ConsistencyError``: persisted offset higher than
+    the highwater) — a crash loop the chaos runs found. Here only a mark (``mark``: one record,
+    alone in its batch, written after everything before it was acknowledged) moves it."""
 
     def __init__(self, table: Any, state: Any) -> None:
         self.table, self.state = table, state
@@ -81,7 +90,16 @@ class FaustChangelog:
         """Returns the record's future: done when the broker acknowledged it (Faust's
         ``ProducerBuffer.flush`` may return before, after a 0.1 s wait)."""
         self.state.put(partition, key, value)
-        return self.table.send_changelog(partition, key, value)
+        return self.table.changelog_topic.send_soon(
+            key=key, value=value, partition=partition, key_serializer=self.table.key_serializer,
+            value_serializer=self.table.value_serializer, eager_partitioning=True)
+
+    def mark(self, partition: int, key: str, value: bytes) -> Any:
+        return asyncio.ensure_future(self._mark(self.write(partition, key, value)))
+
+    async def _mark(self, sent: Any) -> None:
+        result = await sent
+        self.table.data.set_persisted_offset(result.topic_partition, result.offset)
 
 
 class RocksState:

@@ -88,6 +88,11 @@ class Fleet:
             if p is not None:
                 stop_worker(p)
 
+    def last_error(self) -> str:
+        logs = sorted(self.tmp.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
+        lines = logs[-1].read_text(errors="replace").splitlines() if logs else []
+        return next((ln for ln in lines if "Crashed reason" in ln or "Error" in ln), "")[:300]
+
     def dead(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is not None]
 
@@ -157,14 +162,17 @@ def run(settings: Settings, tmp: Path, plan: Plan,
             if plan.pg_outage and pg is not None and c == plan.chunks // 2:
                 pg(plan.pg_outage)
             if fleet.dead():
-                out.problems.append(f"worker(s) {fleet.dead()} exited on their own")
                 break
         producer.close()
         outputs.close()
-        if not wait_caught_up(settings, timeout=plan.catch_up):
-            out.problems.append(f"stalled: not caught up within {plan.catch_up:.0f} s")
+        deadline = time.monotonic() + plan.catch_up
+        while not wait_caught_up(settings, timeout=10):
+            if fleet.dead() or time.monotonic() > deadline:
+                out.problems.append(f"stalled: not caught up within {plan.catch_up:.0f} s")
+                break
         if fleet.dead():
-            out.problems.append(f"worker(s) {fleet.dead()} exited on their own")
+            out.problems.append(f"worker(s) {fleet.dead()} exited on their own, last log: "
+                                f"{fleet.last_error()}")
         check(settings, messages, positions, out)
     finally:
         fleet.stop()

@@ -113,6 +113,8 @@ class SimChangelog:
         self.local.put(partition, key, value)
         self.queued.append((partition, key, value))
 
+    mark = write
+
 
 class Cluster:
     """The broker and the committed offsets: what outlives a worker."""

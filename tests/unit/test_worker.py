@@ -247,6 +247,10 @@ class DictChangelog:
         self.table[key] = value
         self.log.append(("changelog", partition, key))
 
+    def mark(self, partition: int, key: str, value: bytes) -> None:
+        self.write(partition, key, value)
+        self.log.append(("mark", partition, key))
+
 
 def test_the_checkpoint_writes_journal_then_state_then_outputs_then_sent_mark_then_acks():
     log: list = []
@@ -277,6 +281,9 @@ def test_the_checkpoint_writes_journal_then_state_then_outputs_then_sent_mark_th
     send = lambda e: e[0] == "send"   # noqa: E731
     ack_ = lambda e: e[0] == "ack"   # noqa: E731
     assert last(journal) < first(lead) and last(lead) < first(marker)
+    # a mark is alone in its record batch: written after a flush of the records before it
+    assert ("flush",) in log[last(lead):first(marker)]
+    assert {e[2] for e in log if e[0] == "mark"} == {MARKER_KEY, "\x00sent/0", "\x00sent/1"}
     assert last(marker) < first(send) and last(send) < first(sent) < last(sent) < first(ack_)
     assert sorted(e[1] for e in log if marker(e)) == [0, 1]
     assert [e[1] for e in log if ack_(e)] == ["msg-0", "msg-1"] and len(cp) == 0
