@@ -93,6 +93,15 @@ class Lead(BaseModel):
     model_name: str = ""
     model_version: str = ""
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # the core sets ~15 fields a message; pydantic's own path costs two calls more each
+        # (validate_assignment is off, so it does just this for a field)
+        if name in LEAD_FIELDS:
+            self.__dict__[name] = value
+            self.__pydantic_fields_set__.add(name)
+        else:
+            super().__setattr__(name, value)
+
     @field_validator("history", mode="before")
     @classmethod
     def _history(cls, v: Any) -> Any:
@@ -177,3 +186,6 @@ class Lead(BaseModel):
 
 def _str_or_none(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+LEAD_FIELDS = frozenset(Lead.model_fields)

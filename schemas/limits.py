@@ -95,10 +95,20 @@ def _walk(value: Any, where: str, depth: int) -> None:
 
 def _item(value: Any, parent: str, name: str | int, depth: int) -> None:
     """An object's or array's item; its path (``parent.name`` / ``parent[name]``) is built
-    only when it is needed: the item breaks a limit, or holds items of its own."""
-    if isinstance(value, (dict, list)) or _leaf(value) is not None:
-        _walk(value, f"{parent}.{name}" if isinstance(name, str) else f"{parent}[{name}]",
-              depth + 1)
+    only when it is needed: the item breaks a limit, or holds items of its own. The leaf tests
+    are written out here (by exact type: JSON gives no subclasses, and ``bool`` is no number
+    here) because this runs for every value of every message."""
+    t = type(value)
+    if t is str:
+        if len(value) <= MAX_STRING and "\x00" not in value:
+            return
+    elif t is float or t is int:
+        if math.isfinite(value) and -MAX_NUMBER <= value <= MAX_NUMBER:
+            return
+    elif t is not dict and t is not list:
+        return
+    _walk(value, f"{parent}.{name}" if isinstance(name, str) else f"{parent}[{name}]",
+          depth + 1)
 
 
 def _leaf(value: Any) -> tuple[str, str] | None:
