@@ -37,8 +37,8 @@ def main() -> int:
     ap.add_argument("--pg-outage", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="funnel-chaos-") as d, contextlib.ExitStack() as stack:
-        tmp = Path(d)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="funnel-chaos-"))   # kept: the workers' logs
         broker = os.environ.get("FUNNEL_BROKER")
         db = os.environ.get("FUNNEL_DATABASE_URL")
         pg = None
@@ -74,7 +74,7 @@ def main() -> int:
                   f"{out.kills} kills, {out.seconds:.0f} s", flush=True)
             for p in out.problems[:10]:
                 print("   ", p)
-        print(f"{args.runs - failed} of {args.runs} runs held")
+        print(f"{args.runs - failed} of {args.runs} runs held; logs in {tmp}")
         return 1 if failed else 0
 
 

@@ -148,7 +148,7 @@ def run(settings: Settings, tmp: Path, plan: Plan,
     try:
         size = len(messages) // plan.chunks + 1
         for c in range(plan.chunks):
-            futures = [producer.send(settings.topic("events"), key=k.encode() if k else None,
+            futures = [producer.send(settings.topic("events"), key=k.encode("utf-8", "surrogatepass") if k else None,
                                      value=raw) for k, raw in messages[c * size:(c + 1) * size]]
             producer.flush()
             positions += [(f.get().partition, f.get().offset) for f in futures]
@@ -172,7 +172,7 @@ def run(settings: Settings, tmp: Path, plan: Plan,
                 break
         if fleet.dead():
             out.problems.append(f"worker(s) {fleet.dead()} exited on their own, last log: "
-                                f"{fleet.last_error()}")
+                                f"{fleet.last_error()} (logs in {tmp})")
         check(settings, messages, positions, out)
     finally:
         fleet.stop()
