@@ -160,6 +160,7 @@ def run(settings: Settings, tmp: Path, plan: Plan,
                 out.kills += 1
                 fleet.start(victim)
             if plan.pg_outage and pg is not None and c == plan.chunks // 2:
+                _projected(settings)   # the outage mid-stream, not while the worker starts
                 pg(plan.pg_outage)
             if fleet.dead():
                 break
@@ -178,6 +179,20 @@ def run(settings: Settings, tmp: Path, plan: Plan,
         fleet.stop()
     out.seconds = time.monotonic() - started
     return out
+
+
+def _projected(settings: Settings, timeout: float = 60.0) -> None:
+    """Until the worker has projected its first leads."""
+    from tests.integration.conftest import query
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if query(settings, "SELECT count(*) FROM leads")[0][0] > 0:
+                return
+        except Exception:   # the tables are not there yet
+            pass
+        time.sleep(0.5)
 
 
 def check(settings: Settings, messages: list, positions: list, out: Outcome) -> None:
