@@ -75,7 +75,8 @@ class Journal:
         size = 0
         for lead_id, records in leads.items():
             encoded = [_record(r, n) for r in records]
-            cost = len(lead_id) + sum(len(orjson.dumps(e)) for e in encoded)
+            # the size to come, from the values (each is written once, in the final dumps)
+            cost = len(lead_id) + sum(len(r.value or b"") + len(r.topic) + 64 for r in records)
             if parts[-1] and size + cost > PART_BYTES:
                 parts.append({})
                 size = 0

@@ -151,7 +151,7 @@ def run(settings: Settings, tmp: Path, plan: Plan,
             futures = [producer.send(settings.topic("events"), key=k.encode("utf-8", "surrogatepass") if k else None,
                                      value=raw) for k, raw in messages[c * size:(c + 1) * size]]
             producer.flush()
-            positions += [(f.get().partition, f.get().offset) for f in futures]
+            positions += [(m.partition, m.offset) for m in (f.get() for f in futures)]
             if c in kill_at:
                 victim = out.kills % plan.workers
                 outputs.moving(timeout=5)   # in a checkpoint: its outputs are going out
