@@ -41,6 +41,9 @@ class Settings(BaseSettings):
                                  "before it is written")
     stall_seconds: float = Field(60.0, gt=0, description="seconds a consumed partition may "
                                  "stay behind its end without progress before /healthz is 503")
+    reread_seconds: float = Field(15.0, gt=0, description="seconds a consumed partition may "
+                                  "stay behind its end with nothing taken before the worker "
+                                  "reads it again from the first offset not taken")
     max_event_bytes: int = Field(32 * 1024, ge=256)
     session_timeout: float = Field(6.0, gt=0)
     cooling_interval: float = Field(60.0, ge=0, description="seconds between cooling passes; 0: off")

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from funnel.config import ScoringModel
 from streams.db.writer import Projection
@@ -19,10 +18,12 @@ from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
-                                       seek_before_resume, seeked)
+                                       admitted, highwater, reread_stuck, seek_before_resume,
+                                       seeked, watch_positions)
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import Pipeline
+from streams.worker.positions import Positions
 from streams.worker.progress import Progress
 from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
 from streams.worker.store import LeadStore, MemoryState
@@ -47,12 +48,23 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
         web_port=settings.worker_port or 6066, web_bind=settings.http_host,
         web_host=settings.http_host, autodiscover=False, producer_acks=-1)
     metrics, topics = Metrics(), Topics.from_settings(settings)
-    progress = Progress(settings.stall_seconds)
+    progress, positions = Progress(settings.stall_seconds), Positions()
+    watch_positions(app, positions)
     if settings.worker_port > 0:
         web.install(app, settings, metrics, progress, topics)
-    install_pipeline(app, settings, model, topics, metrics, progress)
+    install_pipeline(app, settings, model, topics, metrics, progress, positions)
     if projection:
-        install_sinks(app, settings, topics, metrics, progress)
+        install_sinks(app, settings, topics, metrics, progress, positions)
+    consumed = set(topics.consumed())
+
+    @app.timer(max(settings.reread_seconds / 3, 0.5))
+    async def reread() -> None:   # a partition left behind (``Progress.stuck``)
+        if seeked(app) and not app.rebalancing:
+            try:
+                metrics.reread.inc(await reread_stuck(app, progress, consumed,
+                                                      settings.reread_seconds))
+            except Exception:  # noqa: BLE001  (a timer must not end the worker)
+                log.exception("reading a stuck partition again failed; tried again later")
     return app
 
 
@@ -93,7 +105,7 @@ def lead_tables(app: faust.App, settings: Settings, model: ScoringModel
 
 
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
-                     metrics: Metrics, progress: Progress) -> None:
+                     metrics: Metrics, progress: Progress, positions: Positions) -> None:
     inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
 
     store, changelog, history_log = lead_tables(app, settings, model)
@@ -117,7 +129,7 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     async def funnel_pipeline(stream: faust.StreamT) -> None:
         manual = stream.noack()
         async for event in manual.events():
-            if not seeked(app):
+            if not await admitted(app, positions, event.message):
                 continue
             checkpoint.taken((manual, event))
             source = Source.of(event.message)
@@ -148,12 +160,12 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
 
 
 def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: Metrics,
-                  progress: Progress) -> None:
+                  progress: Progress, positions: Positions) -> None:
     producer = FaustProducer(app)
     writer = Projection(settings.dsn(), settings.db_schema)
     projection = ProjectionSink(topics.leads, writer, ack, settings, metrics,
                                 producer.send_acked, topics.dlq,
-                                lambda topic, p: app.consumer.highwater(TP(topic, p)))
+                                lambda topic, p: highwater(app, topic, p))
     costs = spend_sink(topics.costs, Projection(settings.dsn(), settings.db_schema), ack, settings,
                        producer.send_acked, topics.dlq)
     sinks = (projection, costs)
@@ -163,7 +175,7 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
             async def run(stream: faust.StreamT) -> None:
                 manual = stream.noack()
                 async for event in manual.events():
-                    if seeked(app):
+                    if await admitted(app, positions, event.message):
                         source = Source.of(event.message)
                         progress.taken(source.topic, source.partition, source.offset)
                         sink.add(source, (manual, event))

@@ -5,10 +5,14 @@ each with the failure it prevents. Kept apart so that the wiring reads as wiring
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from streams.records import Record
+from streams.worker.positions import SEEK, TAKE, Positions
+
+log = logging.getLogger("funnel.worker")
 
 
 def seek_before_resume() -> None:
@@ -18,8 +22,12 @@ def seek_before_resume() -> None:
     started by the reset policy; on Tansu 0.6 that put a restarted worker at the *end* of the
     identity partitions, whose first offsets had not been committed yet, and every link and
     absorb message before it was skipped (the crash test caught it). Such partitions are sought
-    to offset 0 explicitly. And recovery resumes the stream partitions before it seeks them; they
-    are kept paused until the seek is done, so that nothing is fetched from the old position."""
+    to offset 0 explicitly. What recovery fetches before the seek is not taken (``seeked``).
+
+    The partitions are *not* paused around the seek: Faust's fetch loop drops the records of a
+    partition paused while they were in flight, after the consumer's position has moved past
+    them, so a pause here stopped a partition for good (two workers, one killed: the chaos runs).
+    """
     from faust.transport.consumer import Consumer
 
     if getattr(Consumer.perform_seek, "_funnel", False):
@@ -27,28 +35,81 @@ def seek_before_resume() -> None:
     original = Consumer.perform_seek
 
     async def perform_seek(self: Consumer) -> None:
+        await original(self)
         streams = {tp for tp in self.assignment() if not self._is_changelog_tp(tp)}
-        self.pause_partitions(streams)
-        try:
-            await original(self)
-            for tp in streams:
-                if not self._read_offset.get(tp):   # None or 0: from the beginning
-                    await self.seek(tp, 0)
-        finally:
-            self.resume_partitions(streams)
+        positions = getattr(self.app, "funnel_positions", None)
+        if positions is not None:   # before any await: what comes next is from the seek
+            positions.sought({(tp.topic, tp.partition): self._read_offset.get(tp) or 0
+                              for tp in streams})
+        for tp in streams:
+            if not self._read_offset.get(tp):   # None or 0: from the beginning
+                await self.seek(tp, 0)
 
     perform_seek._funnel = True  # type: ignore[attr-defined]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
 def seeked(app: Any) -> bool:
-    """Whether Faust has sought the stream partitions to their committed offsets.
+    """Whether Faust has recovered the tables and sought the stream partitions to their
+    committed offsets in this generation: the timers decide nothing before (a partition taken
+    over was resumed from a table not yet recovered: its journal was never re-sent). Faust sets
+    ``completed`` once and never clears it, hence ``rebalancing`` too. Messages are gated by
+    ``Positions`` (``admitted``)."""
+    return app.tables.recovery.completed.is_set() and not app.rebalancing
 
-    Faust resumes the stream partitions just before that seek, so messages can arrive first and
-    then again from the committed offset. Taking those early deliveries made the restarted worker
-    lose messages and its commits crawl (the crash test caught both); they are left unacknowledged
-    and taken when they come again after the seek."""
-    return app.tables.recovery.completed.is_set()
+
+def watch_positions(app: Any, positions: Positions) -> None:
+    """``positions`` cleared when a rebalance starts, set by the seek (``seek_before_resume``)."""
+    app.funnel_positions = positions
+    start = app.on_rebalance_start
+
+    def on_rebalance_start() -> None:
+        positions.clear()
+        start()
+
+    app.on_rebalance_start = on_rebalance_start
+
+
+async def admitted(app: Any, positions: Positions, message: Any) -> bool:
+    """Whether an agent takes ``message`` (``Positions.admit``); seeks its partition back to
+    the first offset not taken when messages went missing."""
+    key = (message.topic, message.partition)
+    verdict = positions.admit(key, message.offset)
+    if verdict == SEEK:
+        log.warning("%s[%s]: offset %s came, %s expected: reading it again from there",
+                    key[0], key[1], message.offset, positions.expected[key])
+        try:
+            app.consumer._gap.pop(message.tp, None)   # nothing lost is counted as done
+            await app.consumer.seek(message.tp, positions.expected[key])
+        except Exception:  # noqa: BLE001  (revoked meanwhile: the next seek sets it)
+            log.exception("seeking %s back failed", key)
+    return verdict == TAKE
+
+
+def highwater(app: Any, topic: str, partition: int) -> int | None:
+    """The partition's end as this worker's consumer knows it; None when it is not (or no
+    longer) assigned here. aiokafka asserts on a partition not assigned: a sink's flush after a
+    rebalance asked for one and its AssertionError ended the worker (two workers, one killed)."""
+    from faust.types import TP
+
+    tp = TP(topic, partition)
+    return app.consumer.highwater(tp) if tp in app.consumer.assignment() else None
+
+
+async def reread_stuck(app: Any, progress: Any, topics: set[str], after: float) -> int:
+    """Seek back each partition of ``topics`` that is behind its end with nothing taken for
+    ``after`` seconds (``Progress.stuck``): to the next offset not taken. Returns how many."""
+    consumer = app.consumer
+    tps = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic in topics}
+    ends = {key: consumer.highwater(tp) for key, tp in tps.items()}
+    committed = {key: consumer._committed_offset.get(tp) for key, tp in tps.items()}
+    stuck = progress.stuck(ends, committed, after)
+    for key, offset in stuck:
+        log.warning("%s[%s]: %s behind its end and nothing taken for %.0fs: reading it again "
+                    "from offset %s", key[0], key[1], (ends[key] or 0) - offset, after, offset)
+        consumer._gap.pop(tps[key], None)   # nothing lost is counted as done
+        await consumer.seek(tps[key], offset)
+    return len(stuck)
 
 
 async def ack(token: tuple[Any, Any]) -> None:

@@ -25,6 +25,9 @@ class Metrics:
         self.identity = Counter("funnel_identity", "Identity protocol steps: merge, forward, "
                                 "link_refused", ["step"], registry=r)
         self.alerts = Counter("funnel_sla_alerts", "SLA breach alerts sent", registry=r)
+        self.reread = Counter("funnel_partitions_reread", "Consumed partitions read again from "
+                              "the first offset not taken (left behind with nothing taken)",
+                              registry=r)
         self.projected = Counter("funnel_projection_rows", "Lead rows written to PostgreSQL",
                                  registry=r)
         self.projection_lag = Gauge("funnel_projection_lag_messages", "Snapshots on funnel.leads "

@@ -9,7 +9,7 @@ partition stopped while the process looks alive. Faust-free: ends are passed in.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 TP = tuple[str, int]
 
@@ -19,6 +19,7 @@ class Progress:
         self.stall_seconds, self.clock = stall_seconds, clock
         self.next: dict[TP, int] = {}         # next offset expected (last taken + 1)
         self.moved: dict[TP, float] = {}      # when it last moved, or was first seen behind
+        self.reread: dict[TP, float] = {}     # when it was last sought back (``stuck``)
 
     def taken(self, topic: str, partition: int, offset: int) -> None:
         tp = (topic, partition)
@@ -26,16 +27,40 @@ class Progress:
             self.next[tp] = offset + 1
             self.moved[tp] = self.clock()
 
-    def stalled(self, ends: dict[TP, int | None]) -> list[str]:
-        """The partitions behind their end with no progress for ``stall_seconds``."""
-        now, out = self.clock(), []
+    def _behind(self, ends: dict[TP, int | None], committed: dict[TP, int | None]
+                ) -> Iterator[tuple[TP, int, int, float]]:
+        """(partition, where to read it from, how far behind, seconds without progress) for
+        each partition behind its end. Where to read from: the last taken + 1, or the group's
+        committed offset when that is further (a partition taken over from another worker)."""
+        now = self.clock()
         for tp, end in sorted(ends.items()):
-            behind = (end or 0) - self.next.get(tp, 0)
+            start = max(self.next.get(tp, 0), committed.get(tp) or 0)
+            behind = (end or 0) - start
             if behind <= 0:
                 self.moved[tp] = now    # caught up: the clock starts when it falls behind
                 continue
-            since = self.moved.setdefault(tp, now)
-            if now - since >= self.stall_seconds:
-                out.append(f"{tp[0]}[{tp[1]}]: {behind} behind, nothing taken for "
-                           f"{now - since:.0f}s")
+            yield tp, start, behind, now - self.moved.setdefault(tp, now)
+
+    def stalled(self, ends: dict[TP, int | None],
+                committed: dict[TP, int | None] | None = None) -> list[str]:
+        """The partitions behind their end with no progress for ``stall_seconds``."""
+        return [f"{tp[0]}[{tp[1]}]: {behind} behind, nothing taken for {idle:.0f}s"
+                for tp, _, behind, idle in self._behind(ends, committed or {})
+                if idle >= self.stall_seconds]
+
+    def stuck(self, ends: dict[TP, int | None], committed: dict[TP, int | None],
+              after: float) -> list[tuple[TP, int]]:
+        """The partitions behind their end with no progress for ``after`` seconds, each with
+        the offset to read it again from; a partition at most once every ``after`` seconds.
+
+        The worker seeks them back (``faust_glue.reread_stuck``): faust-streaming's fetch loop
+        drops, without a word, the records of a partition that was paused while they were being
+        fetched, and the consumer's position has moved past them — the partition then waits
+        for good (or, once newer messages come, Faust counts the lost ones as a gap and commits
+        past them). Seen with two workers, one killed, in the chaos runs."""
+        now, out = self.clock(), []
+        for tp, start, _, idle in self._behind(ends, committed):
+            if idle >= after and now - self.reread.get(tp, -after) >= after:
+                self.reread[tp] = now
+                out.append((tp, start))
         return out

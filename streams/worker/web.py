@@ -41,7 +41,9 @@ def install(app: faust.App, settings: Settings, metrics: Metrics, progress: Prog
         consumed = set(topics.consumed())
         ends = {(tp.topic, tp.partition): app.consumer.highwater(tp)
                 for tp in assigned if tp.topic in consumed}
-        stalled = progress.stalled(ends) if seeked(app) else []
+        committed = {(tp.topic, tp.partition): app.consumer._committed_offset.get(tp)
+                     for tp in assigned if tp.topic in consumed}
+        stalled = progress.stalled(ends, committed) if seeked(app) else []
         checks["stalled_partitions"] = stalled
         ok = ok and bool(assigned) and seeked(app) and not stalled
         return self.json({"status": "ok" if ok else "unavailable", **checks},

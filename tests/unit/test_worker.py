@@ -453,6 +453,29 @@ def test_a_partition_behind_its_end_with_nothing_taken_for_a_while_is_stalled():
     assert p.stalled({("events", 0): 15, ("events", 1): 4}) == []
 
 
+def test_a_partition_left_behind_is_read_again_from_the_first_offset_not_taken():
+    from streams.worker.progress import Progress
+
+    now = [0.0]
+    p = Progress(stall_seconds=60, clock=lambda: now[0])
+    p.taken("events", 0, 9)
+    ends = {("events", 0): 15, ("events", 1): 40, ("events", 2): 7}
+    committed = {("events", 0): 8, ("events", 1): 30, ("events", 2): 7}
+    assert p.stuck(ends, committed, after=10) == []        # behind, but only just now
+    now[0] = 10.0
+    # partition 0 from the last taken + 1; partition 1 (never taken here) from the group's
+    # committed offset; partition 2 is at its end
+    assert p.stuck(ends, committed, after=10) == [(("events", 0), 10), (("events", 1), 30)]
+    now[0] = 15.0
+    assert p.stuck(ends, committed, after=10) == []        # once every ``after`` seconds
+    p.taken("events", 0, 10)                               # partition 0 moves again
+    now[0] = 20.0
+    assert p.stuck(ends, committed, after=10) == [(("events", 1), 30)]
+    assert p.stalled(ends, committed) == []                # not yet for /healthz (60 s)
+    now[0] = 61.0
+    assert p.stalled(ends, committed) == ["events[1]: 10 behind, nothing taken for 61s"]
+
+
 def test_write_behind_writes_one_batch_at_a_time_in_order_while_the_next_is_decided():
     events: list[str] = []
     cp = Checkpoint(max_events=10, max_seconds=60)
@@ -478,3 +501,28 @@ def test_write_behind_writes_one_batch_at_a_time_in_order_while_the_next_is_deci
 
     asyncio.run(run())
     assert events == ["start ['a']", "end ['a']", "start ['b']", "end ['b']"]
+
+
+def test_a_partition_is_taken_in_offset_order_from_its_seek_on():
+    from streams.worker.positions import SEEK, SKIP, TAKE, Positions
+
+    now = [0.0]
+    pos = Positions(clock=lambda: now[0], retry=2.0, tries=2)
+    tp = ("events", 0)
+    assert pos.admit(tp, 5) == SKIP                   # before the seek: it comes again after
+    pos.sought({tp: 5})
+    assert [pos.admit(tp, o) for o in (3, 5, 5, 6)] == [SKIP, TAKE, SKIP, TAKE]
+    assert pos.admit(tp, 9) == SEEK                   # 7 and 8 went missing: read from 7
+    assert pos.admit(tp, 10) == SKIP                  # fetched before the seek back
+    assert [pos.admit(tp, o) for o in (7, 8, 9)] == [TAKE, TAKE, TAKE]
+    pos.sought({tp: 4})                               # a seek back to the committed offset:
+    assert pos.admit(tp, 4) == SKIP and pos.admit(tp, 10) == TAKE   # what was taken stays
+    # offsets that are not there (compaction, transaction markers): taken as absent after the
+    # seeks back have been tried
+    assert pos.admit(tp, 13) == SEEK
+    now[0] = 2.0
+    assert pos.admit(tp, 13) == SEEK
+    now[0] = 4.0
+    assert pos.admit(tp, 13) == TAKE and pos.admit(tp, 14) == TAKE
+    pos.clear()                                       # a rebalance starts
+    assert pos.admit(tp, 15) == SKIP
