@@ -51,7 +51,7 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
     progress, positions = Progress(settings.stall_seconds), Positions()
     watch_positions(app, positions)
     if settings.worker_port > 0:
-        web.install(app, settings, metrics, progress, topics)
+        web.install(app, settings, metrics, progress, positions, topics)
     install_pipeline(app, settings, model, topics, metrics, progress, positions)
     if projection:
         install_sinks(app, settings, topics, metrics, progress, positions)
@@ -59,9 +59,9 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
 
     @app.timer(max(settings.reread_seconds / 3, 0.5))
     async def reread() -> None:   # a partition left behind (``Progress.stuck``)
-        if seeked(app) and not app.rebalancing:
+        if seeked(app):
             try:
-                metrics.reread.inc(await reread_stuck(app, progress, consumed,
+                metrics.reread.inc(await reread_stuck(app, progress, positions, consumed,
                                                       settings.reread_seconds))
             except Exception:  # noqa: BLE001  (a timer must not end the worker)
                 log.exception("reading a stuck partition again failed; tried again later")

@@ -79,11 +79,17 @@ async def admitted(app: Any, positions: Positions, message: Any) -> bool:
         log.warning("%s[%s]: offset %s came, %s expected: reading it again from there",
                     key[0], key[1], message.offset, positions.expected[key])
         try:
-            app.consumer._gap.pop(message.tp, None)   # nothing lost is counted as done
-            await app.consumer.seek(message.tp, positions.expected[key])
+            await seek_back(app.consumer, message.tp, positions.expected[key])
         except Exception:  # noqa: BLE001  (revoked meanwhile: the next seek sets it)
             log.exception("seeking %s back failed", key)
     return verdict == TAKE
+
+
+async def seek_back(consumer: Any, tp: Any, offset: int) -> None:
+    """Read ``tp`` again from ``offset``; the offsets Faust saw skipped there are forgotten,
+    so that none of them is counted as done (Faust fills such "gaps" into its commit)."""
+    consumer._gap.pop(tp, None)
+    await consumer.seek(tp, offset)
 
 
 def highwater(app: Any, topic: str, partition: int) -> int | None:
@@ -96,19 +102,18 @@ def highwater(app: Any, topic: str, partition: int) -> int | None:
     return app.consumer.highwater(tp) if tp in app.consumer.assignment() else None
 
 
-async def reread_stuck(app: Any, progress: Any, topics: set[str], after: float) -> int:
+async def reread_stuck(app: Any, progress: Any, positions: Positions, topics: set[str],
+                       after: float) -> int:
     """Seek back each partition of ``topics`` that is behind its end with nothing taken for
     ``after`` seconds (``Progress.stuck``): to the next offset not taken. Returns how many."""
     consumer = app.consumer
     tps = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic in topics}
     ends = {key: consumer.highwater(tp) for key, tp in tps.items()}
-    committed = {key: consumer._committed_offset.get(tp) for key, tp in tps.items()}
-    stuck = progress.stuck(ends, committed, after)
+    stuck = progress.stuck(ends, positions.expected, after)
     for key, offset in stuck:
         log.warning("%s[%s]: %s behind its end and nothing taken for %.0fs: reading it again "
                     "from offset %s", key[0], key[1], (ends[key] or 0) - offset, after, offset)
-        consumer._gap.pop(tps[key], None)   # nothing lost is counted as done
-        await consumer.seek(tps[key], offset)
+        await seek_back(consumer, tps[key], offset)
     return len(stuck)
 
 

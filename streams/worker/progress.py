@@ -27,14 +27,16 @@ class Progress:
             self.next[tp] = offset + 1
             self.moved[tp] = self.clock()
 
-    def _behind(self, ends: dict[TP, int | None], committed: dict[TP, int | None]
+    def _behind(self, ends: dict[TP, int | None], starts: dict[TP, int]
                 ) -> Iterator[tuple[TP, int, int, float]]:
         """(partition, where to read it from, how far behind, seconds without progress) for
-        each partition behind its end. Where to read from: the last taken + 1, or the group's
-        committed offset when that is further (a partition taken over from another worker)."""
+        each partition behind its end. Where to read from: the last taken + 1, or ``starts``
+        when further (the first offset not taken since the consumer's seek,
+        ``Positions.expected``: a partition taken over from another worker starts at the
+        group's committed offset)."""
         now = self.clock()
         for tp, end in sorted(ends.items()):
-            start = max(self.next.get(tp, 0), committed.get(tp) or 0)
+            start = max(self.next.get(tp, 0), starts.get(tp, 0))
             behind = (end or 0) - start
             if behind <= 0:
                 self.moved[tp] = now    # caught up: the clock starts when it falls behind
@@ -42,24 +44,20 @@ class Progress:
             yield tp, start, behind, now - self.moved.setdefault(tp, now)
 
     def stalled(self, ends: dict[TP, int | None],
-                committed: dict[TP, int | None] | None = None) -> list[str]:
+                starts: dict[TP, int] | None = None) -> list[str]:
         """The partitions behind their end with no progress for ``stall_seconds``."""
         return [f"{tp[0]}[{tp[1]}]: {behind} behind, nothing taken for {idle:.0f}s"
-                for tp, _, behind, idle in self._behind(ends, committed or {})
+                for tp, _, behind, idle in self._behind(ends, starts or {})
                 if idle >= self.stall_seconds]
 
-    def stuck(self, ends: dict[TP, int | None], committed: dict[TP, int | None],
+    def stuck(self, ends: dict[TP, int | None], starts: dict[TP, int],
               after: float) -> list[tuple[TP, int]]:
         """The partitions behind their end with no progress for ``after`` seconds, each with
         the offset to read it again from; a partition at most once every ``after`` seconds.
-
-        The worker seeks them back (``faust_glue.reread_stuck``): faust-streaming's fetch loop
-        drops, without a word, the records of a partition that was paused while they were being
-        fetched, and the consumer's position has moved past them — the partition then waits
-        for good (or, once newer messages come, Faust counts the lost ones as a gap and commits
-        past them). Seen with two workers, one killed, in the chaos runs."""
+        The worker seeks them back (``faust_glue.reread_stuck``): records Faust dropped with
+        nothing after them to show the hole (``streams.worker.positions``)."""
         now, out = self.clock(), []
-        for tp, start, _, idle in self._behind(ends, committed):
+        for tp, start, _, idle in self._behind(ends, starts):
             if idle >= after and now - self.reread.get(tp, -after) >= after:
                 self.reread[tp] = now
                 out.append((tp, start))

@@ -9,11 +9,12 @@ from streams.settings import Settings
 from streams.worker.faust_glue import seeked
 from streams.topics import Topics
 from streams.worker.metrics import Metrics
+from streams.worker.positions import Positions
 from streams.worker.progress import Progress
 
 
 def install(app: faust.App, settings: Settings, metrics: Metrics, progress: Progress,
-            topics: Topics) -> None:
+            positions: Positions, topics: Topics) -> None:
     """``/metrics`` (Faust's Prometheus sensor and Funnel's counters) and ``/healthz``: 503
     while the database is down, nothing is assigned or recovered yet, or a consumed partition
     is stalled (behind its end with nothing taken for ``FUNNEL_STALL_SECONDS``)."""
@@ -41,9 +42,7 @@ def install(app: faust.App, settings: Settings, metrics: Metrics, progress: Prog
         consumed = set(topics.consumed())
         ends = {(tp.topic, tp.partition): app.consumer.highwater(tp)
                 for tp in assigned if tp.topic in consumed}
-        committed = {(tp.topic, tp.partition): app.consumer._committed_offset.get(tp)
-                     for tp in assigned if tp.topic in consumed}
-        stalled = progress.stalled(ends, committed) if seeked(app) else []
+        stalled = progress.stalled(ends, positions.expected) if seeked(app) else []
         checks["stalled_partitions"] = stalled
         ok = ok and bool(assigned) and seeked(app) and not stalled
         return self.json({"status": "ok" if ok else "unavailable", **checks},
