@@ -526,3 +526,36 @@ def test_a_partition_is_taken_in_offset_order_from_its_seek_on():
     assert pos.admit(tp, 13) == TAKE and pos.admit(tp, 14) == TAKE
     pos.clear()                                       # a rebalance starts
     assert pos.admit(tp, 15) == SKIP
+
+
+def test_a_message_not_taken_is_settled_without_acknowledging_its_offset():
+    """Faust waits for every message it handed out before a rebalance can end; a skipped one
+    must not hold it (the rebalance hung for good), nor count as done (its offset acked)."""
+    from types import SimpleNamespace
+
+    from streams.worker.faust_glue import admitted
+    from streams.worker.positions import Positions
+
+    acked_offsets: list[int] = []
+    seeks: list[tuple[object, int]] = []
+
+    async def seek(tp: object, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer = SimpleNamespace(_gap={}, seek=seek, ack=lambda m: acked_offsets.append(m.offset))
+    app = SimpleNamespace(consumer=consumer)
+    pos = Positions()
+
+    def message(offset: int) -> SimpleNamespace:
+        return SimpleNamespace(topic="events", partition=0, offset=offset, tp=("events", 0),
+                               acked=False)
+
+    early = message(4)                                   # before the seek
+    assert asyncio.run(admitted(app, pos, early)) is False and early.acked
+    pos.sought({("events", 0): 4})
+    taken = message(4)
+    assert asyncio.run(admitted(app, pos, taken)) is True and not taken.acked
+    ahead = message(7)                                   # 5 and 6 missing: sought back
+    assert asyncio.run(admitted(app, pos, ahead)) is False and ahead.acked
+    assert seeks == [(("events", 0), 5)]
+    assert acked_offsets == []                           # no offset counted as done
