@@ -46,7 +46,8 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
         broker_commit_interval=1.0, consumer_auto_offset_reset="earliest",
         table_standby_replicas=0, web_enabled=settings.worker_port > 0,
         web_port=settings.worker_port or 6066, web_bind=settings.http_host,
-        web_host=settings.http_host, autodiscover=False, producer_acks=-1)
+        web_host=settings.http_host, autodiscover=False, producer_acks=-1,
+        producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20)
     metrics, topics = Metrics(), Topics.from_settings(settings)
     progress, positions = Progress(settings.stall_seconds), Positions()
     watch_positions(app, positions)
@@ -117,7 +118,8 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
                                pipeline.journal)
         store.trim()   # only now: the cache's older leads are in the table
 
-    commit = WriteBehind(checkpoint, pipeline.drain, pipeline.dirty, write).commit
+    behind = WriteBehind(checkpoint, pipeline.drain, pipeline.dirty, write)
+    commit = behind.commit
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
@@ -135,7 +137,7 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
             source = Source.of(event.message)
             progress.taken(source.topic, source.partition, source.offset)
             pipeline.apply(source)
-            if checkpoint.expired():
+            if behind.due(settings.flush_max_events):
                 await commit(wait=False)
 
     def assigned() -> set[int]:
@@ -146,6 +148,8 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
         if seeked(app):
             pipeline.resume_all(assigned())   # what a killed worker may not have sent
             pipeline.seed(assigned())   # the table's leads into the timers' schedule, a step
+        if behind.busy():
+            return   # the agent cuts the batch (``due``), or the next tick
         if checkpoint.expired() or (not checkpoint.pending and pipeline.dirty()):
             await commit(wait=False)
 

@@ -181,6 +181,18 @@ class WriteBehind:
         self.lock = asyncio.Lock()
         self.writing: asyncio.Future | None = None   # the batch being written, if any
 
+    def busy(self) -> bool:
+        """A batch is being written."""
+        return self.writing is not None and not self.writing.done()
+
+    def due(self, max_events: int) -> bool:
+        """Whether to cut the batch now: it is due (``Checkpoint.expired``) and the batch
+        before is written, or it holds ``max_events`` messages already. So a batch grows while
+        the one before is written (group commit): the broker's round trips are paid per batch,
+        and a slow write makes the next batch larger instead of stopping the agent."""
+        return self.checkpoint.expired() and (not self.busy()
+                                              or len(self.checkpoint) >= max_events)
+
     async def commit(self, wait: bool = True) -> None:
         """Cut and drain now, write behind; ``wait``: until it is written."""
         async with self.lock:

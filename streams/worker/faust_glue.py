@@ -163,14 +163,23 @@ class FaustChangelog:
 
     def __init__(self, table: Any, state: Any) -> None:
         self.table, self.state = table, state
+        self.topic = table.changelog_topic
 
     def write(self, partition: int, key: str, value: bytes) -> Any:
-        """Returns the record's future: done when the broker acknowledged it (Faust's
-        ``ProducerBuffer.flush`` may return before, after a 0.1 s wait)."""
+        """Returns the record's future: done when the broker acknowledged it. Sent straight to
+        the producer, not through Faust's ``ProducerBuffer`` (``send_soon``), which sends its
+        records one at a time, awaiting each (~1 ms a record here, against ~60 µs), and whose
+        ``flush`` may return before they are sent (after a 0.1 s wait)."""
         self.state.put(partition, key, value)
-        return self.table.changelog_topic.send_soon(
-            key=key, value=value, partition=partition, key_serializer=self.table.key_serializer,
-            value_serializer=self.table.value_serializer, eager_partitioning=True)
+        raw_key, _ = self.topic.prepare_key(key, self.table.key_serializer)
+        raw_value, _ = self.topic.prepare_value(value, self.table.value_serializer)
+        return asyncio.ensure_future(self._send(raw_key, raw_value, partition))
+
+    async def _send(self, key: bytes, value: bytes, partition: int) -> Any:
+        sent = await self.table.app.producer.send(self.topic.get_topic_name(), key, value,
+                                                  partition=partition, timestamp=None,
+                                                  headers=None)
+        return await sent
 
     def mark(self, partition: int, key: str, value: bytes) -> Any:
         return asyncio.ensure_future(self._mark(self.write(partition, key, value)))
