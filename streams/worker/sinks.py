@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from schemas.costs import AdSpend
@@ -69,7 +70,12 @@ class TopicSink:
 
 
 class ProjectionSink(TopicSink):
-    """Snapshots into the lead tables; counts rows and keeps the projection's lag."""
+    """Snapshots into the lead tables; counts rows and keeps the projection's lag.
+
+    A snapshot is only looked at (its ``lead_id`` and ``version``) when it comes; at the flush
+    the newest one per lead is validated and written, the older ones of the batch are not
+    decoded at all (a lead changed in several checkpoints of one sink batch is validated once:
+    validation was the projection's largest cost)."""
 
     def __init__(self, topic: str, writer: Projection, ack: Ack, settings: Settings,
                  metrics: Metrics, dead_letter: Send, dlq: str,
@@ -77,6 +83,29 @@ class ProjectionSink(TopicSink):
         super().__init__(topic, LeadSnapshot, self.write_snapshots, ack, settings, dead_letter,
                          dlq)
         self.writer, self.metrics, self.highwater = writer, metrics, highwater
+
+    def add(self, source: Source, token: Any) -> None:
+        self.last[source.partition] = source
+        try:
+            head = orjson.loads(source.value or b"")
+            item = ((str(head["lead_id"]), int(head["version"])), source)
+        except Exception as exc:  # a foreign message on our topic: skip it, say so
+            log.error("skipping an unreadable LeadSnapshot on %s: %s", self.topic, exc)
+            item = None
+        self.batch.add(item, token)
+
+    async def write(self, pairs: list[tuple[Any, Source]]) -> None:
+        newest: dict[str, tuple[int, Source]] = {}
+        for (lead_id, version), source in pairs:
+            if lead_id not in newest or version > newest[lead_id][0]:
+                newest[lead_id] = (version, source)
+        decoded = []
+        for _, source in newest.values():
+            try:
+                decoded.append((self.model.model_validate_json(source.value or b""), source))
+            except Exception as exc:  # a foreign message on our topic: skip it, say so
+                log.error("skipping an unreadable LeadSnapshot on %s: %s", self.topic, exc)
+        await super().write(decoded)
 
     async def write_snapshots(self, snapshots: list[LeadSnapshot], refused: Any) -> None:
         self.metrics.projected.inc(await self.writer.write(snapshots, refused))

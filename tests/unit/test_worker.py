@@ -559,3 +559,42 @@ def test_a_message_not_taken_is_settled_without_acknowledging_its_offset():
     assert asyncio.run(admitted(app, pos, ahead)) is False and ahead.acked
     assert seeks == [(("events", 0), 5)]
     assert acked_offsets == []                           # no offset counted as done
+
+
+def test_the_projection_sink_writes_the_newest_snapshot_per_lead_and_acks_every_message():
+    from streams.worker.metrics import Metrics
+    from streams.worker.sinks import ProjectionSink
+
+    model = load_model()
+    lead = new_lead("lead-a", model)
+    versions = []
+    for i in range(3):
+        lead, _ = process(lead, event("page", lead="lead-a", properties={"path": "/pricing"}),
+                          model)
+        versions.append(lead.snapshot().model_dump_json().encode())
+    other = new_lead("lead-b", model)
+    other, _ = process(other, event("page", lead="lead-b"), model)
+    written: list[list[LeadSnapshot]] = []
+    acked: list[int] = []
+
+    class Writer:
+        async def write(self, snapshots: list[LeadSnapshot], refused: Any) -> int:
+            written.append(list(snapshots))
+            return len(snapshots)
+
+    async def ack(offset: int) -> None:
+        acked.append(offset)
+
+    async def send(record: Record) -> None:
+        raise AssertionError("nothing is dead-lettered here")
+
+    sink = ProjectionSink("leads", Writer(), ack, SETTINGS, Metrics(), send, "dlq",  # type: ignore[arg-type]
+                          lambda topic, p: 10)
+    values = [versions[1], versions[2], b"not json", versions[0],
+              other.snapshot().model_dump_json().encode(), b'{"lead_id": "x", "version": "z"}']
+    for offset, value in enumerate(values):
+        sink.add(Source("leads", 0, offset, None, value), offset)
+    asyncio.run(sink.flush())
+    assert acked == list(range(len(values)))      # every message, in order, after the write
+    [batch] = written
+    assert sorted((s.lead_id, s.version) for s in batch) == [("lead-a", 3), ("lead-b", 1)]
