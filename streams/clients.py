@@ -109,6 +109,15 @@ def group_lag(settings: Settings, group: str, topic_names: Iterable[str]) -> int
         consumer.close(autocommit=False)
 
 
+def worker_lag(settings: Settings) -> dict[str, int]:
+    """Per topic the worker reads (the pipeline's inputs, the projection's topics), the
+    messages its consumer group has not committed yet."""
+    from streams.topics import Topics
+
+    return {topic: group_lag(settings, group, [topic])
+            for topic, group in Topics.from_settings(settings).group_of(settings).items()}
+
+
 def read_all(settings: Settings, topic: str, timeout: float = 3.0) -> list:
     """Every record currently on ``topic`` (for tests, the demo and operators); gives up when
     ``timeout`` seconds pass without a record (a long topic takes as long as it takes: a fixed

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         "rocksdb", description="where the worker keeps its lead table: rocksdb (on disk in the "
         "data dir, memory bounded by a cache; a restart reads only the changelog's tail) or "
         "memory (every lead in memory; a restart reads the whole changelog)")
+    projection: Literal["process", "inline", "off"] = Field(
+        "process", description="where the worker's PostgreSQL projection runs: process (a child "
+        "process of `funnel worker`, on a core of its own, consumer group <group>-projection), "
+        "inline (in the worker's own process and group) or off (run `funnel projection` "
+        "elsewhere)")
     state_cache: int = Field(2_000, ge=100, description="decoded leads the worker keeps in "
                              "memory (least recently used go first)")
     state_memory_mb: int = Field(256, ge=16, description="RocksDB's memory for the worker's "
@@ -82,6 +87,12 @@ class Settings(BaseSettings):
     @property
     def app_id(self) -> str:
         return self.group_id or f"{self.topic_prefix}worker"
+
+    @property
+    def projection_group(self) -> str:
+        """The consumer group (Faust app id) of the projection: the worker's own when it runs
+        inline, else its own."""
+        return self.app_id if self.projection == "inline" else f"{self.app_id}-projection"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -38,8 +38,21 @@ class Topics:
                 "customer": self.handoff_customer}[stage]
 
     def consumed(self) -> list[str]:
-        """The topics the worker group reads (its lag is the pipeline's lag)."""
-        return [self.events, self.feedback, self.identity, self.leads, self.costs]
+        """The topics the worker reads: the pipeline's inputs, then the projection's."""
+        return self.inputs() + self.projected()
+
+    def inputs(self) -> list[str]:
+        """The pipeline's inputs (the worker group's topics)."""
+        return [self.events, self.feedback, self.identity]
+
+    def projected(self) -> list[str]:
+        """What the projection writes into PostgreSQL (``Settings.projection_group``)."""
+        return [self.leads, self.costs]
+
+    def group_of(self, s: Settings) -> dict[str, str]:
+        """Each topic the worker reads, with the consumer group that reads it."""
+        return {t: s.app_id for t in self.inputs()} | {t: s.projection_group
+                                                       for t in self.projected()}
 
     def all(self) -> list[str]:
         return [self.events, self.feedback, self.handoff_mql, self.handoff_sql,

@@ -15,24 +15,42 @@ from streams.cli.traffic import publish_traffic
 from streams.settings import Settings
 
 
+LOGLEVEL = click.option("--loglevel", default=None,
+                        type=click.Choice(["debug", "info", "warning", "error"]),
+                        help="Default: FUNNEL_LOG_LEVEL, else warning.")
+
+
 @main.command()
-@click.option("--loglevel", default=None, type=click.Choice(["debug", "info", "warning", "error"]),
-              help="Default: FUNNEL_LOG_LEVEL, else warning.")
+@LOGLEVEL
 def worker(loglevel: str | None) -> None:
-    """Run the pipeline worker and the projection against FUNNEL_BROKER and FUNNEL_DATABASE_URL.
+    """Run the pipeline worker and the projection against FUNNEL_BROKER and FUNNEL_DATABASE_URL
+    (the projection in a child process by default: FUNNEL_PROJECTION).
 
     Start several to scale out: they share the partitions of one consumer group."""
+    _run("worker", loglevel)
+
+
+@main.command()
+@LOGLEVEL
+def projection(loglevel: str | None) -> None:
+    """Run only the projection (funnel.leads and funnel.costs into PostgreSQL), in its own
+    consumer group: what `funnel worker` starts beside itself unless FUNNEL_PROJECTION is
+    inline or off. Start several to scale out."""
+    _run("projection", loglevel)
+
+
+def _run(role: str, loglevel: str | None) -> None:
     from streams.embedded.runner import run_worker
 
     settings = _settings()
     if not settings.broker or settings.database_url is None:
-        raise click.UsageError("funnel worker needs FUNNEL_BROKER and FUNNEL_DATABASE_URL "
+        raise click.UsageError(f"funnel {role} needs FUNNEL_BROKER and FUNNEL_DATABASE_URL "
                                "(or run 'funnel up' to start the embedded stack)")
     model = _model(settings)
     import psycopg
 
     try:
-        run_worker(settings, model, loglevel or settings.log_level)
+        run_worker(settings, model, loglevel or settings.log_level, role=role)
     except psycopg.Error as exc:
         raise click.ClickException(f"PostgreSQL at FUNNEL_DATABASE_URL: {str(exc).strip()}") \
             from None

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,12 @@ from streams.embedded.stack import EmbeddedBroker, EmbeddedPostgres, die_with_pa
 log = logging.getLogger("funnel.runner")
 
 
-def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning") -> None:
-    """Run the Faust worker (pipeline + projection) until stopped. Blocks."""
+def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning",
+               role: str = "worker") -> None:
+    """Run the Faust worker until stopped. Blocks. ``role`` ``worker``: the pipeline, with the
+    projection in a child process (``FUNNEL_PROJECTION=process``, kept running while this one
+    runs), in this process (``inline``) or elsewhere (``off``); ``projection``: the projection
+    alone (``funnel projection``)."""
     import faust
 
     from streams.worker.app import create_app
@@ -32,10 +37,88 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
 
     migrate(settings.dsn(), settings.db_schema)
     ensure_topics(settings)
-    app = create_app(settings, model)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    logging.getLogger("transitions").setLevel(logging.WARNING)
-    worker.execute_from_commandline()
+    child = None
+    if os.environ.get("FUNNEL_PROJECTION_PARENT"):
+        orphan_watch(int(os.environ["FUNNEL_PROJECTION_PARENT"]))
+    if role == "worker" and settings.projection == "process":
+        child = ProjectionChild(settings)
+        child.start()
+    try:
+        app = create_app(settings, model, role=role,
+                         projection_url=child.url if child is not None else None)
+        worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        logging.getLogger("transitions").setLevel(logging.WARNING)
+        worker.execute_from_commandline()
+    finally:
+        if child is not None:
+            child.stop()
+
+
+def orphan_watch(parent: int, grace: float = 30.0) -> None:
+    """A projection child whose worker is gone is told to stop (SIGTERM, ``die_with_parent``);
+    if it has not stopped ``grace`` seconds later, it ends at once."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        time.sleep(grace)
+        log.error("the worker that started this projection process is gone: exiting")
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
+STOPPED = (0, -signal.SIGINT, -signal.SIGTERM)   # exit codes of a process asked to stop
+
+
+class ProjectionChild:
+    """``funnel projection`` as a child of ``funnel worker``: on a core of its own (the pipeline
+    is CPU-bound on one), in the worker's process group (a signal to the group reaches both),
+    told to stop when the worker dies even by SIGKILL, and started again when it fails while
+    the worker runs (checked every ``RESTART_SECONDS``; an exit asked for by a signal to the
+    group — 0, SIGINT, SIGTERM — is the worker stopping too)."""
+
+    RESTART_SECONDS = 5.0
+
+    def __init__(self, settings: Settings) -> None:
+        from streams.embedded.stack import free_port
+
+        port = free_port() if settings.worker_port > 0 else 0
+        self.settings = settings.model_copy(update={"worker_port": port})
+        host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+        self.url = f"http://{host}:{port}" if port else None
+        self.proc: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.watch = threading.Thread(target=self._keep, name="projection-child", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self.watch.start()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "projection"],
+            env={**worker_env(self.settings), "FUNNEL_PROJECTION_PARENT": str(os.getpid())},
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None)
+
+    def _keep(self) -> None:
+        while not self.stopping.wait(self.RESTART_SECONDS):
+            code = self.proc.poll() if self.proc is not None else None
+            if code is not None and code not in STOPPED:
+                log.error("the projection process exited with code %s; starting it again", code)
+                self._spawn()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.stopping.set()
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @contextlib.contextmanager
@@ -97,6 +180,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_WORKER_PORT": str(settings.worker_port),
         "FUNNEL_COLLECTOR_MAX_INFLIGHT": str(settings.collector_max_inflight),
         "FUNNEL_COLLECTOR_ACK_TIMEOUT": str(settings.collector_ack_timeout),
+        "FUNNEL_PROJECTION": settings.projection,
     })
     if settings.write_keys is not None:
         env["FUNNEL_WRITE_KEYS"] = settings.write_keys.get_secret_value()
@@ -153,11 +237,10 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 def wait_caught_up(settings: Settings, timeout: float = 300.0, proc: subprocess.Popen | None = None
                    ) -> bool:
-    """Until the worker group has committed everything on the input and snapshot topics."""
-    from streams.topics import Topics
-    from streams.clients import group_lag
+    """Until the worker's groups (the pipeline's, the projection's) have committed everything on
+    the input and snapshot topics."""
+    from streams.clients import worker_lag
 
-    topics = Topics.from_settings(settings)
     deadline = time.monotonic() + timeout
     zero_in_a_row = 0
     last_report = time.monotonic()
@@ -165,7 +248,7 @@ def wait_caught_up(settings: Settings, timeout: float = 300.0, proc: subprocess.
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the worker exited with code {proc.returncode}")
         try:
-            lags = {t: group_lag(settings, settings.app_id, [t]) for t in topics.consumed()}
+            lags = worker_lag(settings)
             lag = sum(lags.values())
             if lag and time.monotonic() - last_report > 10:
                 last_report = time.monotonic()

@@ -158,8 +158,7 @@ async def healthz(request: web.Request) -> web.Response:
     """The broker (a metadata round trip through the collector's producer) and, when the
     dashboard is served, the database and the worker group's lag. 503 if one is down."""
     from streams.web import dashboard
-    from streams.topics import Topics
-    from streams.clients import group_lag
+    from streams.clients import worker_lag
 
     collector = request.app[COLLECTOR]
     checks: dict[str, Any] = {}
@@ -177,10 +176,10 @@ async def healthz(request: web.Request) -> web.Response:
         except Exception as exc:  # noqa: BLE001
             checks["database"], ok = f"error: {exc}".strip(), False
     if ok:
-        settings, t = collector.settings, Topics.from_settings(collector.settings)
+        settings = collector.settings
         try:
-            checks["lag"] = await asyncio.get_running_loop().run_in_executor(
-                None, group_lag, settings, settings.app_id, t.consumed())
+            lags = await asyncio.get_running_loop().run_in_executor(None, worker_lag, settings)
+            checks["lag"] = sum(lags.values())
         except Exception as exc:  # noqa: BLE001
             checks["lag"] = f"unknown: {exc}"
     checks["collector"] = dict(collector.counts)

@@ -18,8 +18,9 @@ from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
-                                       admitted, highwater, reread_stuck, seek_before_resume,
-                                       seeked, watch_positions)
+                                       admitted, flush_before_wait_empty, highwater,
+                                       reread_stuck, seek_before_resume, seeked,
+                                       watch_positions)
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import Pipeline
@@ -31,14 +32,21 @@ from streams.worker.store import LeadStore, MemoryState
 log = logging.getLogger("funnel.app")
 
 
-def create_app(settings: Settings, model: ScoringModel, *, projection: bool = True) -> faust.App:
-    """Build the worker app. Faust's own env vars (BROKER_URL, …) are not used for our settings."""
+def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
+               projection_url: str | None = None) -> faust.App:
+    """Build a worker app. ``role``: ``worker`` (the pipeline, and the projection too when
+    ``FUNNEL_PROJECTION=inline``) or ``projection`` (only the projection, in its own consumer
+    group: ``funnel projection``, which ``funnel worker`` starts as a child process by default;
+    its pages at ``projection_url``). Faust's own env vars (BROKER_URL, …) are not used."""
     seek_before_resume()
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
-    datadir = (settings.data_dir / "worker" / settings.app_id).resolve()
+    pipeline = role == "worker"
+    projection = role == "projection" or settings.projection == "inline"
+    app_id = settings.app_id if pipeline else settings.projection_group
+    datadir = (settings.data_dir / "worker" / app_id).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id, broker=settings.broker, store=f"{settings.state_store}://",
+        app_id, broker=settings.broker, store=f"{settings.state_store}://",
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -50,13 +58,17 @@ def create_app(settings: Settings, model: ScoringModel, *, projection: bool = Tr
         producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20)
     metrics, topics = Metrics(), Topics.from_settings(settings)
     progress, positions = Progress(settings.stall_seconds), Positions()
+    consumed = set((topics.inputs() if pipeline else []) + (topics.projected() if projection
+                                                            else []))
     watch_positions(app, positions)
     if settings.worker_port > 0:
-        web.install(app, settings, metrics, progress, positions, topics)
-    install_pipeline(app, settings, model, topics, metrics, progress, positions)
+        web.install(app, settings, metrics, progress, positions, consumed,
+                    sensor_prefix="funnel_faust" if pipeline else "funnel_projection_faust",
+                    projection_url=projection_url)
+    if pipeline:
+        install_pipeline(app, settings, model, topics, metrics, progress, positions)
     if projection:
         install_sinks(app, settings, topics, metrics, progress, positions)
-    consumed = set(topics.consumed())
 
     @app.timer(max(settings.reread_seconds / 3, 0.5))
     async def reread() -> None:   # a partition left behind (``Progress.stuck``)
@@ -120,6 +132,8 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
 
     behind = WriteBehind(checkpoint, pipeline.drain, pipeline.dirty, write)
     commit = behind.commit
+
+    flush_before_wait_empty(app, commit)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
@@ -188,6 +202,12 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
             return run
         app.agent(raw_topic(app, settings, sink.topic), name=name, concurrency=1)(agent())
 
+    async def flush_all() -> None:
+        for sink in sinks:
+            await sink.flush()
+
+    flush_before_wait_empty(app, flush_all)
+
     @app.timer(settings.sink_interval)
     async def flush_sinks() -> None:
         for sink in sinks:
@@ -196,5 +216,4 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        for sink in sinks:
-            await sink.flush()
+        await flush_all()

@@ -49,6 +49,24 @@ def seek_before_resume() -> None:
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
+def flush_before_wait_empty(app: Any, flush: Any) -> None:
+    """Run ``flush`` (write what is pending, so its messages are acknowledged) before Faust
+    waits for every message it handed out to be acknowledged — at a rebalance and at a stop.
+    At a stop Faust's timers no longer run, so a sink's batch waited for a flush that never
+    came: the process never stopped (a projection process told to stop by SIGTERM kept its
+    partitions, alive and idle, for good)."""
+    original = app._consumer_wait_empty
+
+    async def wait_empty(consumer: Any, logger: Any) -> None:
+        try:
+            await flush()
+        except Exception:  # noqa: BLE001  (what was not written is read again)
+            log.exception("writing what was pending before the wait failed")
+        await original(consumer, logger)
+
+    app._consumer_wait_empty = wait_empty
+
+
 def seeked(app: Any) -> bool:
     """Whether Faust has recovered the tables and sought the stream partitions to their
     committed offsets in this generation: the timers decide nothing before (a partition taken

@@ -4,46 +4,100 @@ and Funnel's counters in one registry) and ``/healthz``."""
 from __future__ import annotations
 
 import faust
+import orjson
 
 from streams.settings import Settings
 from streams.worker.faust_glue import seeked
-from streams.topics import Topics
 from streams.worker.metrics import Metrics
 from streams.worker.positions import Positions
 from streams.worker.progress import Progress
 
 
+PROJECTION_PREFIX = "funnel_projection"   # the projection's metric families (both processes)
+
+
 def install(app: faust.App, settings: Settings, metrics: Metrics, progress: Progress,
-            positions: Positions, topics: Topics) -> None:
+            positions: Positions, consumed: set[str], *, sensor_prefix: str = "funnel_faust",
+            projection_url: str | None = None) -> None:
     """``/metrics`` (Faust's Prometheus sensor and Funnel's counters) and ``/healthz``: 503
     while the database is down, nothing is assigned or recovered yet, or a consumed partition
-    is stalled (behind its end with nothing taken for ``FUNNEL_STALL_SECONDS``)."""
-    import psycopg
-    from faust.sensors.prometheus import setup_prometheus_sensors
+    is stalled (behind its end with nothing taken for ``FUNNEL_STALL_SECONDS``).
 
-    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="funnel_faust")
+    ``projection_url``: the projection runs in a child process serving its own pages there; its
+    metric families (``funnel_projection*``) are served here in place of this process's, and
+    its ``/healthz`` is part of this one (so one port tells about the whole worker)."""
+    import aiohttp
+    from faust.sensors.prometheus import setup_prometheus_sensors
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    setup_prometheus_sensors(app, pattern="/metrics/process", registry=metrics.registry,
+                             name_prefix=sensor_prefix)
+
+    async def child(path: str) -> tuple[int, bytes]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+            async with session.get(f"{projection_url}{path}") as response:
+                return response.status, await response.read()
+
+    @app.page("/metrics")
+    async def metrics_page(self, request):  # type: ignore[no-untyped-def]
+        own = generate_latest(metrics.registry).decode()
+        if projection_url is not None:
+            try:
+                text = (await child("/metrics"))[1].decode()
+            except Exception as exc:  # noqa: BLE001  (reported, not raised)
+                text = f"# the projection process did not answer: {exc!r}\n"
+            own = merge_metrics(own, text)
+        return self.bytes(own.encode(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")
     async def healthz(self, request):  # type: ignore[no-untyped-def]
-        checks: dict[str, object] = {}
-        ok = True
-        try:
-            async with await psycopg.AsyncConnection.connect(settings.dsn(),
-                                                             connect_timeout=3) as conn:
-                await conn.execute("SELECT 1")
-            checks["database"] = "ok"
-        except Exception as exc:  # noqa: BLE001  (reported, not raised)
-            checks["database"], ok = f"error: {exc}".strip(), False
-        assigned = app.consumer.assignment() if app.consumer else set()
-        checks["broker"] = "ok" if assigned else "no partitions assigned yet"
-        checks["recovered"] = seeked(app)
-        checks["assigned_partitions"] = len(assigned)
-        checks["projection_lag_messages"] = metrics.projection_behind
-        consumed = set(topics.consumed())
-        ends = {(tp.topic, tp.partition): app.consumer.highwater(tp)
-                for tp in assigned if tp.topic in consumed}
-        stalled = progress.stalled(ends, positions.expected) if seeked(app) else []
-        checks["stalled_partitions"] = stalled
-        ok = ok and bool(assigned) and seeked(app) and not stalled
+        ok, checks = await own_health(app, settings, metrics, progress, positions, consumed)
+        if projection_url is not None:
+            try:
+                status, body = await child("/healthz")
+                answer = orjson.loads(body)
+                checks["projection"] = answer
+                checks["projection_lag_messages"] = answer.get("projection_lag_messages")
+                ok = ok and status == 200
+            except Exception as exc:  # noqa: BLE001
+                checks["projection"], ok = f"the projection process did not answer: {exc!r}", False
         return self.json({"status": "ok" if ok else "unavailable", **checks},
                          status=200 if ok else 503)
+
+
+async def own_health(app: faust.App, settings: Settings, metrics: Metrics, progress: Progress,
+                     positions: Positions, consumed: set[str]) -> tuple[bool, dict[str, object]]:
+    """This process's checks: the database, the assignment, recovery, stalled partitions."""
+    import psycopg
+
+    checks: dict[str, object] = {}
+    ok = True
+    try:
+        async with await psycopg.AsyncConnection.connect(settings.dsn(), connect_timeout=3) as conn:
+            await conn.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001  (reported, not raised)
+        checks["database"], ok = f"error: {exc}".strip(), False
+    assigned = app.consumer.assignment() if app.consumer else set()
+    checks["broker"] = "ok" if assigned else "no partitions assigned yet"
+    checks["recovered"] = seeked(app)
+    checks["assigned_partitions"] = len(assigned)
+    checks["projection_lag_messages"] = metrics.projection_behind
+    ends = {(tp.topic, tp.partition): app.consumer.highwater(tp)
+            for tp in assigned if tp.topic in consumed}
+    stalled = progress.stalled(ends, positions.expected) if seeked(app) else []
+    checks["stalled_partitions"] = stalled
+    return ok and bool(assigned) and seeked(app) and not stalled, checks
+
+
+def merge_metrics(own: str, projection: str) -> str:
+    """This process's metrics with the projection's families (``funnel_projection*``) taken
+    from the projection process's text instead (Prometheus text format: a family's ``# HELP``,
+    ``# TYPE`` and samples all start with its name)."""
+    def name(line: str) -> str:
+        return line.split(" ", 3)[2] if line.startswith(("# HELP ", "# TYPE ")) else line
+
+    kept = [line for line in own.splitlines() if not name(line).startswith(PROJECTION_PREFIX)]
+    theirs = [line for line in projection.splitlines()
+              if name(line).startswith(PROJECTION_PREFIX)]
+    return "\n".join(kept + theirs) + "\n"

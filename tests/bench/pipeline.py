@@ -132,6 +132,14 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the projection process of ``funnel worker``)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def memory_slope(samples: list[tuple[int, float]], n: int, ids: int) -> float:
     """KB of RSS per lead id between a quarter of the events committed and the end (lead ids
     taken as proportional to events: the simulated leads come one after another)."""
@@ -187,10 +195,9 @@ def restart(s: Settings, proc: subprocess.Popen, lead_id: str, log: Path) -> tup
 
 
 def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float = 3600) -> None:
-    from streams.clients import ensure_topics, group_lag
+    from streams.clients import ensure_topics, worker_lag
     from streams.db.migrate import migrate
     from streams.embedded.runner import spawn_worker, stack, stop_worker, worker_env
-    from streams.topics import Topics
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(data_dir=Path(tmp), topic_prefix=f"bench{os.getpid()}.",
@@ -217,13 +224,13 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
             try:
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
                 taken, first_at = watch.rate(proc, timeout)
-                topics = Topics.from_settings(s)
-                while group_lag(s, s.app_id, topics.consumed()) > 0:
+                while sum(worker_lag(s).values()) > 0:
                     if time.monotonic() - first_at > timeout or proc.poll() is not None:
                         raise RuntimeError("the worker did not catch up")
                     time.sleep(0.5)
                 end_to_end = n / (time.monotonic() - first_at)
                 rss, peak = rss_mb(proc.pid)
+                projection_rss = sum(rss_mb(child)[0] for child in children(proc.pid))
                 ids, mean = state_bytes(s)
                 slope = memory_slope(watch.samples, n, ids)
                 seconds, proc = restart(s, proc, known[0], Path(tmp) / "worker2.log")
@@ -236,7 +243,8 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
     print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
           f"({end_to_end / noop_rate:.2f}× the no-op agent; state, outputs, PostgreSQL)")
     print(f"  worker RSS {rss:,.0f} MB (peak {peak:,.0f} MB) for {ids:,} lead ids = "
-          f"{rss * 1024 / max(ids, 1):.1f} KB per lead id in all; slope {slope:.2f} KB per "
+          f"{rss * 1024 / max(ids, 1):.1f} KB per lead id in all (the projection process: "
+          f"{projection_rss:,.0f} MB more); slope {slope:.2f} KB per "
           f"lead id (from a quarter of the events to the end); state {mean:,.0f} bytes per lead "
           f"(changelog, latest record)")
     print(f"  restart (SIGTERM a loaded worker, start it): first new decision after "

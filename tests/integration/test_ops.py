@@ -61,3 +61,45 @@ def test_metrics_count_events_dead_letters_handoffs_and_show_faust_and_projectio
     assert metric(text, "funnel_handoffs_total", stage="mql") >= 1
     assert "funnel_projection_lag_messages" in text
     assert "funnel_faust_messages_received" in text   # Faust's own sensor, same registry
+    assert health["projection"]["status"] == "ok"     # the projection process's own /healthz
+
+
+def children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_projection_process_is_started_again_when_it_dies_and_ends_with_the_worker(
+        pipeline, producer):
+    """Last in this module: it kills the module's worker."""
+    import os
+    import signal
+
+    settings, worker = pipeline
+    [first] = wait_for(lambda: children(worker.proc.pid), 30, "the projection process", worker)
+    os.kill(first, signal.SIGKILL)
+    [second] = wait_for(lambda: (c := children(worker.proc.pid)) and first not in c and c, 60,
+                        "a new projection process", worker)
+    lead = f"u-{uuid.uuid4().hex[:8]}"
+    producer.send(settings.topic("events"), key=lead.encode(), value=orjson.dumps(
+        {"messageId": uuid.uuid4().hex, "type": "page", "userId": lead,
+         "timestamp": "2026-11-20T10:00:00Z"}))
+    producer.flush()
+    wait_for(lambda: query(settings, "SELECT count(*) FROM leads WHERE lead_id = %s", lead)
+             == [(1,)], 90, "the row, projected by the new process", worker)
+    worker.proc.kill()                                  # SIGKILL: no clean-up in the worker
+    worker.proc.wait(10)
+    wait_for(lambda: not alive(second), 60, "the projection process gone with its worker")

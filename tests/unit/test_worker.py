@@ -598,3 +598,25 @@ def test_the_projection_sink_writes_the_newest_snapshot_per_lead_and_acks_every_
     assert acked == list(range(len(values)))      # every message, in order, after the write
     [batch] = written
     assert sorted((s.lead_id, s.version) for s in batch) == [("lead-a", 3), ("lead-b", 1)]
+
+
+def test_the_workers_metrics_take_the_projection_families_from_the_projection_process():
+    from streams.worker.web import merge_metrics
+
+    own = ("# HELP funnel_events_total Interaction events taken\n"
+           "# TYPE funnel_events_total counter\nfunnel_events_total{type=\"page\"} 7.0\n"
+           "# HELP funnel_projection_rows_total Lead rows written\n"
+           "# TYPE funnel_projection_rows_total counter\nfunnel_projection_rows_total 0.0\n")
+    child = ("# HELP funnel_events_total Interaction events taken\n"
+             "# TYPE funnel_events_total counter\n"
+             "# HELP funnel_projection_rows_total Lead rows written\n"
+             "# TYPE funnel_projection_rows_total counter\nfunnel_projection_rows_total 41.0\n"
+             "# HELP funnel_projection_faust_messages_received_total Faust\n"
+             "funnel_projection_faust_messages_received_total 43.0\n")
+    merged = merge_metrics(own, child)
+    assert 'funnel_events_total{type="page"} 7.0' in merged
+    assert "funnel_projection_rows_total 41.0" in merged
+    assert "funnel_projection_rows_total 0.0" not in merged
+    assert "funnel_projection_faust_messages_received_total 43.0" in merged
+    assert merged.count("# TYPE funnel_events_total counter") == 1   # each family once
+    assert merged.count("# TYPE funnel_projection_rows_total counter") == 1
