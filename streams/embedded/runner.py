@@ -88,6 +88,7 @@ class ProjectionChild:
         self.url = f"http://{host}:{port}" if port else None
         self.proc: subprocess.Popen | None = None
         self.stopping = threading.Event()
+        self.lock = threading.Lock()   # no new child once ``stop`` has begun
         self.watch = threading.Thread(target=self._keep, name="projection-child", daemon=True)
 
     def start(self) -> None:
@@ -105,11 +106,16 @@ class ProjectionChild:
         while not self.stopping.wait(self.RESTART_SECONDS):
             code = self.proc.poll() if self.proc is not None else None
             if code is not None and code not in STOPPED:
-                log.error("the projection process exited with code %s; starting it again", code)
-                self._spawn()
+                with self.lock:
+                    if self.stopping.is_set():
+                        return
+                    log.error("the projection process exited with code %s; starting it again",
+                              code)
+                    self._spawn()
 
     def stop(self, timeout: float = 20.0) -> None:
-        self.stopping.set()
+        with self.lock:
+            self.stopping.set()
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
