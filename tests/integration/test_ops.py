@@ -103,3 +103,32 @@ def test_the_projection_process_is_started_again_when_it_dies_and_ends_with_the_
     worker.proc.kill()                                  # SIGKILL: no clean-up in the worker
     worker.proc.wait(10)
     wait_for(lambda: not alive(second), 60, "the projection process gone with its worker")
+
+
+def test_a_worker_with_the_projection_inline_projects_in_its_own_process_and_group(
+        backends, tmp_path):
+    from streams.clients import worker_lag
+    from streams.embedded.runner import wait_caught_up
+    from tests.integration.conftest import Worker, fresh_settings
+
+    settings = fresh_settings(backends, tmp_path, projection="inline")
+    worker = Worker(settings, tmp_path / "worker.log").start()
+    try:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers())
+        lead = f"u-{uuid.uuid4().hex[:8]}"
+        producer.send(settings.topic("events"), key=lead.encode(), value=orjson.dumps(
+            {"messageId": uuid.uuid4().hex, "type": "page", "userId": lead,
+             "timestamp": "2026-11-20T10:00:00Z"}))
+        producer.flush()
+        producer.close()
+        wait_for(lambda: query(settings, "SELECT count(*) FROM leads WHERE lead_id = %s", lead)
+                 == [(1,)], 90, "the row", worker)
+        assert not children(worker.proc.pid)             # no projection process
+        assert settings.projection_group == settings.app_id
+        assert wait_caught_up(settings, timeout=60, proc=worker.proc)
+        assert set(worker_lag(settings)) == {settings.topic(t) for t in (
+            "events", "sales-feedback", "identity", "leads", "costs")}
+    finally:
+        worker.stop()
