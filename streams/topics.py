@@ -37,10 +37,6 @@ class Topics:
         return {"mql": self.handoff_mql, "sql": self.handoff_sql,
                 "customer": self.handoff_customer}[stage]
 
-    def consumed(self) -> list[str]:
-        """The topics the worker reads: the pipeline's inputs, then the projection's."""
-        return self.inputs() + self.projected()
-
     def inputs(self) -> list[str]:
         """The pipeline's inputs (the worker group's topics)."""
         return [self.events, self.feedback, self.identity]

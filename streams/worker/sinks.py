@@ -46,12 +46,20 @@ class TopicSink:
 
     def add(self, source: Source, token: Any) -> None:
         self.last[source.partition] = source
+        item = self.readable(source, self.read)
+        self.batch.add(None if item is None else (item, source), token)
+
+    def read(self, source: Source) -> Any:
+        """What the batch keeps of a message (here: its decoded value)."""
+        return self.model.model_validate_json(source.value or b"")
+
+    def readable(self, source: Source, read: Callable[[Source], Any]) -> Any:
+        """``read(source)``, or None for a foreign message on our topic (skipped, said so)."""
         try:
-            item = (self.model.model_validate_json(source.value or b""), source)
-        except Exception as exc:  # a foreign message on our topic: skip it, say so
+            return read(source)
+        except Exception as exc:  # noqa: BLE001
             log.error("skipping an unreadable %s on %s: %s", self.model.__name__, self.topic, exc)
-            item = None
-        self.batch.add(item, token)
+            return None
 
     async def write(self, pairs: list[tuple[Any, Source]]) -> None:
         sources = {id(item): source for item, source in pairs}   # the writer passes items back
@@ -84,27 +92,18 @@ class ProjectionSink(TopicSink):
                          dlq)
         self.writer, self.metrics, self.highwater = writer, metrics, highwater
 
-    def add(self, source: Source, token: Any) -> None:
-        self.last[source.partition] = source
-        try:
-            head = orjson.loads(source.value or b"")
-            item = ((str(head["lead_id"]), int(head["version"])), source)
-        except Exception as exc:  # a foreign message on our topic: skip it, say so
-            log.error("skipping an unreadable LeadSnapshot on %s: %s", self.topic, exc)
-            item = None
-        self.batch.add(item, token)
+    def read(self, source: Source) -> tuple[str, int]:
+        head = orjson.loads(source.value or b"")
+        return str(head["lead_id"]), int(head["version"])
 
     async def write(self, pairs: list[tuple[Any, Source]]) -> None:
         newest: dict[str, tuple[int, Source]] = {}
         for (lead_id, version), source in pairs:
             if lead_id not in newest or version > newest[lead_id][0]:
                 newest[lead_id] = (version, source)
-        decoded = []
-        for _, source in newest.values():
-            try:
-                decoded.append((self.model.model_validate_json(source.value or b""), source))
-            except Exception as exc:  # a foreign message on our topic: skip it, say so
-                log.error("skipping an unreadable LeadSnapshot on %s: %s", self.topic, exc)
+        decode = super().read   # the snapshot itself, only for the newest per lead
+        decoded = [(snapshot, source) for _, source in newest.values()
+                   if (snapshot := self.readable(source, decode)) is not None]
         await super().write(decoded)
 
     async def write_snapshots(self, snapshots: list[LeadSnapshot], refused: Any) -> None:

@@ -8,6 +8,8 @@ import uuid
 import orjson
 import requests
 
+from tests.bench.pipeline import children
+
 from tests.integration.conftest import query, wait_for
 
 
@@ -62,15 +64,6 @@ def test_metrics_count_events_dead_letters_handoffs_and_show_faust_and_projectio
     assert "funnel_projection_lag_messages" in text
     assert "funnel_faust_messages_received" in text   # Faust's own sensor, same registry
     assert health["projection"]["status"] == "ok"     # the projection process's own /healthz
-
-
-def children(pid: int) -> set[int]:
-    from pathlib import Path
-
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out |= {int(c) for c in (task / "children").read_text().split()}
-    return out
 
 
 def alive(pid: int) -> bool:
