@@ -55,7 +55,12 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
         table_standby_replicas=0, web_enabled=settings.worker_port > 0,
         web_port=settings.worker_port or 6066, web_bind=settings.http_host,
         web_host=settings.http_host, autodiscover=False, producer_acks=-1,
-        producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20)
+        producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20,
+        # aiokafka hands out fetched records partition by partition, first fetched first: with
+        # 1 MiB a partition, the identity messages this worker sends itself waited behind ~8 MiB
+        # of events (5,400 behind when the events were done, 17 s to catch up); 64 KiB keeps it
+        # to about a second
+        consumer_max_fetch_size=64 << 10)
     metrics, topics = Metrics(), Topics.from_settings(settings)
     progress, positions = Progress(settings.stall_seconds), Positions()
     consumed = set((topics.inputs() if pipeline else []) + (topics.projected() if projection

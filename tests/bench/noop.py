@@ -25,8 +25,9 @@ def main(broker: str, topic_name: str, group: str, partitions: int) -> None:
             await manual.ack(event)
 
     logging.getLogger("faust").setLevel(logging.WARNING)
-    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False
-                 ).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
+    worker.spinner = None   # as the worker's (``streams.embedded.runner.run_worker``)
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":
