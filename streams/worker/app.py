@@ -19,7 +19,7 @@ from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
                                        admitted, flush_before_wait_empty, highwater,
-                                       reread_stuck, seek_before_resume, seeked,
+                                       reread_stuck, seek_before_resume, seeked, settle,
                                        watch_positions)
 from streams.worker.metrics import Metrics
 from streams.records import Source
@@ -208,8 +208,13 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
         app.agent(raw_topic(app, settings, sink.topic), name=name, concurrency=1)(agent())
 
     async def flush_all() -> None:
+        """At a stop or a rebalance: what is pending written; a batch whose write failed is
+        dropped (read again from the committed offsets) and its messages settled, or Faust
+        would wait for their acknowledgement for good."""
         for sink in sinks:
             await sink.flush()
+            for _, event in sink.drop():
+                settle(event.message)
 
     flush_before_wait_empty(app, flush_all)
 

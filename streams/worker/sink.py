@@ -4,16 +4,27 @@ Items are added with the message that brought them; ``flush`` writes the batch w
 writer's ``write(items)`` and then acknowledges the messages, so an offset is committed only
 after its item is in the database. Sized from ``Settings`` (``FUNNEL_SINK_MAX_ITEMS``,
 ``FUNNEL_SINK_INTERVAL``). Faust-free: ``ack`` is any coroutine function.
+
+A write that fails with anything but what the writer handles itself (a row PostgreSQL refuses is
+dead-lettered, a lost connection retried by ``streams.db.writer``) never leaves ``flush``: it
+ended the sink's agent, or the whole worker, before. The batch is kept, nothing of it is
+acknowledged, and it is written again later, waiting longer each time (``RETRY_SECONDS`` up to
+``RETRY_MAX_SECONDS``): the projection's lag grows and ``/healthz`` reports the stall.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("funnel.sink")
+
+RETRY_SECONDS, RETRY_MAX_SECONDS = 1.0, 60.0
 
 
 class BatchingSink(Generic[T]):
@@ -26,6 +37,8 @@ class BatchingSink(Generic[T]):
         self.messages: list[Any] = []
         self.started = clock()
         self.lock = asyncio.Lock()
+        self.failures = 0
+        self.retry_at = 0.0   # after a failed write: not due before this
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -39,18 +52,41 @@ class BatchingSink(Generic[T]):
         self.messages.append(message)
 
     def due(self) -> bool:
-        return bool(self.messages) and (len(self.messages) >= self.max_items
-                                        or self.clock() - self.started >= self.max_seconds)
+        now = self.clock()
+        return bool(self.messages) and now >= self.retry_at and (
+            len(self.messages) >= self.max_items or now - self.started >= self.max_seconds)
 
     async def flush(self) -> list[Any]:
-        """Write the batch, then acknowledge its messages; returns them."""
+        """Write the batch, then acknowledge its messages; returns them (none when the write
+        failed: the batch is kept for a later flush)."""
         async with self.lock:
             if not self.messages:
                 return []
             items, messages = self.items, self.messages
             self.items, self.messages = [], []
             if items:
-                await self.write(items)
+                try:
+                    await self.write(items)
+                except Exception:  # noqa: BLE001  (no payload may end the worker)
+                    self._failed(items, messages)
+                    return []
+            self.failures, self.retry_at = 0, 0.0
             for message in messages:
                 await self.ack(message)
             return messages
+
+    def drop(self) -> list[Any]:
+        """Forget the batch without acknowledging it (a stop or a rebalance after a failed
+        write: its messages are read again from the committed offsets); returns them."""
+        messages = self.messages
+        self.items, self.messages, self.failures, self.retry_at = [], [], 0, 0.0
+        return messages
+
+    def _failed(self, items: list[T], messages: list[Any]) -> None:
+        """Keep the batch (ahead of what came meanwhile) and wait before the next try."""
+        self.items, self.messages = items + self.items, messages + self.messages
+        delay = min(RETRY_SECONDS * 2 ** self.failures, RETRY_MAX_SECONDS)
+        self.failures += 1
+        self.retry_at = self.clock() + delay
+        log.exception("writing a batch of %d failed (%d time(s) in a row): kept, written again "
+                      "in %.0fs", len(items), self.failures, delay)

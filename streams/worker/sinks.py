@@ -76,6 +76,9 @@ class TopicSink:
     async def flush(self) -> list[Any]:
         return await self.batch.flush()
 
+    def drop(self) -> list[Any]:
+        return self.batch.drop()
+
 
 class ProjectionSink(TopicSink):
     """Snapshots into the lead tables; counts rows and keeps the projection's lag.

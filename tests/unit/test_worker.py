@@ -392,6 +392,55 @@ def test_the_batching_sink_writes_then_acknowledges_and_acks_skipped_items_too()
     assert written == [["row-1"]] and acked == ["m1", "m2"] and not sink.due()
 
 
+def test_a_failed_sink_write_keeps_its_batch_unacknowledged_and_tries_again_later():
+    written, acked, now = [], [], [0.0]
+    fail = [2]
+
+    async def write(items: list[str]) -> None:
+        if fail[0]:
+            fail[0] -= 1
+            raise RuntimeError("a bug in a writer, or a value it cannot handle")
+        written.append(list(items))
+
+    async def ack(message: str) -> None:
+        acked.append(message)
+
+    sink: BatchingSink[str] = BatchingSink(write, ack, max_items=2, max_seconds=0.5,
+                                           clock=lambda: now[0])
+    sink.add("row-1", "m1")
+    sink.add("row-2", "m2")
+    assert sink.due()
+    assert asyncio.run(sink.flush()) == [] and acked == [] and written == []
+    sink.add("row-3", "m3")             # came meanwhile: after the kept batch
+    assert not sink.due()               # not before the wait (1 s after the first failure)
+    now[0] = 1.0
+    assert sink.due() and asyncio.run(sink.flush()) == []
+    now[0] = 2.5
+    assert not sink.due()               # the wait doubled (2 s after the second failure)
+    now[0] = 3.0
+    assert sink.due()
+    assert asyncio.run(sink.flush()) == ["m1", "m2", "m3"]
+    assert written == [["row-1", "row-2", "row-3"]] and acked == ["m1", "m2", "m3"]
+    sink.add("row-4", "m4")
+    sink.add("row-5", "m5")
+    assert sink.due()                   # no wait once a write went through
+
+
+def test_a_sink_batch_dropped_at_a_stop_is_forgotten_without_acknowledging_it():
+    acked: list[str] = []
+
+    async def write(items: list[str]) -> None:
+        raise RuntimeError("down")
+
+    async def ack(message: str) -> None:
+        acked.append(message)
+
+    sink: BatchingSink[str] = BatchingSink(write, ack, max_items=5, max_seconds=0.5)
+    sink.add("row-1", "m1")
+    assert asyncio.run(sink.flush()) == []
+    assert sink.drop() == ["m1"] and len(sink) == 0 and acked == []
+
+
 @pytest.mark.parametrize("value", [b"", b"[]", b'{"kind": "link", "from": "", "into": "x"}'])
 def test_identity_messages_are_typed_and_refuse_what_does_not_fit(value: bytes):
     from schemas.wire import InvalidMessage
