@@ -3,6 +3,8 @@ and Funnel's counters in one registry) and ``/healthz``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 import orjson
 
@@ -32,6 +34,7 @@ def install(app: faust.App, settings: Settings, metrics: Metrics, progress: Prog
 
     setup_prometheus_sensors(app, pattern="/metrics/process", registry=metrics.registry,
                              name_prefix=sensor_prefix)
+    app.monitor = lean_monitor(app.monitor)
 
     async def child(path: str) -> tuple[int, bytes]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
@@ -101,3 +104,43 @@ def merge_metrics(own: str, projection: str) -> str:
     theirs = [line for line in projection.splitlines()
               if name(line).startswith(PROJECTION_PREFIX)]
     return "\n".join(kept + theirs) + "\n"
+
+
+def lean_monitor(monitor: Any) -> Any:
+    """Faust's Prometheus sensor, the same metrics, with each labelled series looked up once.
+    Its per-message hooks looked up their series by label every time (``labels()``) and made
+    the stream's label again for every event: ~6% of the pipeline's time."""
+    from faust.sensors.monitor import Monitor
+    from faust.sensors.prometheus import PrometheusMonitor
+
+    class LeanPrometheusMonitor(PrometheusMonitor):
+        def __init__(self, metrics: Any) -> None:
+            super().__init__(metrics=metrics)
+            self.series: dict[Any, Any] = {}
+
+        def _series(self, key: Any, make: Any) -> Any:
+            found = self.series.get(key)
+            if found is None:
+                found = self.series[key] = make()
+            return found
+
+        def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+            Monitor.on_message_in(self, tp, offset, message)
+            m = self._metrics
+            m.messages_received.inc()
+            m.active_messages.inc()
+            self._series(("topic", tp.topic), lambda: m.messages_received_per_topics.labels(
+                topic=tp.topic)).inc()
+            self._series(("tp", tp), lambda: m.messages_received_per_topics_partition.labels(
+                topic=tp.topic, partition=tp.partition)).set(offset)
+
+        def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> Any:
+            state = Monitor.on_stream_event_in(self, tp, offset, stream, event)
+            m = self._metrics
+            m.total_events.inc()
+            m.total_active_events.inc()
+            self._series(("stream", stream), lambda: m.total_events_per_stream.labels(
+                stream=f"stream.{self._stream_label(stream)}.events")).inc()
+            return state
+
+    return LeanPrometheusMonitor(metrics=monitor._metrics)

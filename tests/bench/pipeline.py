@@ -9,7 +9,10 @@
 
 Rates of 2–4 are measured the same way, from outside, by watching the group's committed offsets:
 events committed between the first commit seen and the moment nothing is left, divided by that
-time (so the consumer group's join is not counted). Then the worker's memory (RSS), the bytes of
+time (so the consumer group's join is not counted). While it runs, how far the worker is behind
+on the topics it writes for itself (identity messages, snapshots for the projection) is sampled
+each second: the largest is printed (bounded, not a backlog left for after the events). Then the
+worker's memory (RSS), the bytes of
 state per lead (the changelog's latest record per lead) and the restart time (SIGTERM a loaded
 worker, start it again, time until a new event of an old lead is decided and its snapshot out).
 """
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -101,17 +104,24 @@ class GroupWatch:
         return sum(min(offsets[tp].offset, end) for tp, end in self.ends.items()
                    if tp in offsets and offsets[tp].offset >= 0)
 
-    def rate(self, proc: subprocess.Popen, timeout: float) -> tuple[float, float]:
+    def rate(self, proc: subprocess.Popen, timeout: float,
+             probe: Callable[[], dict[str, int]] | None = None) -> tuple[float, float]:
         """(events/s, the moment of the first commit seen) until everything is committed.
-        ``samples`` keeps (events committed, process RSS MB) on the way."""
-        first_at, first_n = None, 0
+        ``samples`` keeps (events committed, process RSS MB) on the way; ``most`` the largest
+        value ``probe()`` gave per key, asked about once a second."""
+        first_at, first_n, probed = None, 0, 0.0
         self.samples: list[tuple[int, float]] = []
+        self.most: dict[str, int] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
             done, now = self.committed(), time.monotonic()
             self.samples.append((done, rss_mb(proc.pid)[0]))
+            if probe is not None and now - probed >= 1.0:
+                probed = now
+                for key, value in probe().items():
+                    self.most[key] = max(self.most.get(key, 0), value)
             if first_at is None and done > 0:
                 first_at, first_n = now, done
             if done >= self.total and first_at is not None:
@@ -223,12 +233,16 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
             proc = spawn_worker(s, Path(tmp) / "worker.log")
             try:
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
-                taken, first_at = watch.rate(proc, timeout)
+                own = (s.topic("identity"), s.topic("leads"))
+                taken, first_at = watch.rate(proc, timeout, probe=lambda: {
+                    t: lag for t, lag in worker_lag(s).items() if t in own})
+                taken_at = time.monotonic()
                 while sum(worker_lag(s).values()) > 0:
                     if time.monotonic() - first_at > timeout or proc.poll() is not None:
                         raise RuntimeError("the worker did not catch up")
                     time.sleep(0.5)
                 end_to_end = n / (time.monotonic() - first_at)
+                tail = time.monotonic() - taken_at
                 rss, peak = rss_mb(proc.pid)
                 projection_rss = sum(rss_mb(child)[0] for child in children(proc.pid))
                 ids, mean = state_bytes(s)
@@ -242,6 +256,9 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
           f"({taken / noop_rate:.2f}× the no-op agent)")
     print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
           f"({end_to_end / noop_rate:.2f}× the no-op agent; state, outputs, PostgreSQL)")
+    print(f"  behind on its own topics while it ran (most seen, sampled each second): "
+          f"{watch.most.get(own[0], 0):,} identity messages, {watch.most.get(own[1], 0):,} "
+          f"snapshots; all of it done {tail:.1f}s after the last event was committed")
     print(f"  worker RSS {rss:,.0f} MB (peak {peak:,.0f} MB) for {ids:,} lead ids = "
           f"{rss * 1024 / max(ids, 1):.1f} KB per lead id in all (the projection process: "
           f"{projection_rss:,.0f} MB more); slope {slope:.2f} KB per "

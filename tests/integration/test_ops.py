@@ -63,6 +63,12 @@ def test_metrics_count_events_dead_letters_handoffs_and_show_faust_and_projectio
     assert metric(text, "funnel_handoffs_total", stage="mql") >= 1
     assert "funnel_projection_lag_messages" in text
     assert "funnel_faust_messages_received" in text   # Faust's own sensor, same registry
+    # its per-topic and per-stream series (looked up once each: ``web.lean_monitor``) count
+    assert metric(text, "funnel_faust_messages_received_per_topic_total",
+                  topic=settings.topic("events")) >= len(messages) + 1
+    assert any(line.startswith("funnel_faust_total_events_per_stream_total{")
+               and float(line.rsplit(" ", 1)[1]) >= len(messages) + 1
+               for line in text.splitlines())
     assert health["projection"]["status"] == "ok"     # the projection process's own /healthz
 
 
