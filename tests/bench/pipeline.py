@@ -132,6 +132,26 @@ class GroupWatch:
         raise TimeoutError(f"group {self.group} not done after {timeout}s")
 
 
+def worker_code(s: Settings, leads: int, seed: int) -> float:
+    """Events/s of the worker's own code on one core, with no Faust and no broker: the same
+    traffic through the same ``Pipeline``, ``Checkpoint`` and ``LeadStore`` (memory state) on the
+    simulated cluster of the crash tests (``tests/unit/sim.py``: partitions as lists, identity
+    messages fed back; no timers, so no cooling pass)."""
+    import random
+
+    from funnel.config import load_model
+    from tests.unit.sim import Cluster, Fuse
+
+    cluster = Cluster(s.partitions, load_model(), s)
+    n = 0
+    for key, m in traffic(leads, seed):
+        cluster.publish(s.topic("events"), key, orjson.dumps(m))
+        n += 1
+    started = time.perf_counter()
+    cluster.run_worker(random.Random(7), Fuse(None), s.state_cache, s.flush_max_events)
+    return n / (time.perf_counter() - started)
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(resident now, peak resident) of a process, MB."""
     fields = {}
@@ -230,6 +250,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                 noop_rate, _ = GroupWatch(s, noop_group, s.topic("events")).rate(noop, timeout)
             finally:
                 stop_worker(noop)
+            own_code = worker_code(s, leads, seed=20)
             proc = spawn_worker(s, Path(tmp) / "worker.log")
             try:
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
@@ -252,6 +273,11 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                 stop_worker(proc, timeout=60)
     print(f"  raw aiokafka getmany + JSON    {raw:>10,.0f} events/s")
     print(f"  Faust no-op agent              {noop_rate:>10,.0f} events/s   (1.00×)")
+    ceiling = 1 / (1 / noop_rate + 1 / own_code)
+    print(f"  worker's own code, no Faust    {own_code:>10,.0f} events/s   "
+          f"({1e6 / own_code:,.0f} µs an event on one core, simulated broker; with the no-op's "
+          f"{1e6 / noop_rate:,.0f} µs: at most {ceiling:,.0f} events/s = "
+          f"{ceiling / noop_rate:.2f}× for one process)")
     print(f"  worker, events taken           {taken:>10,.0f} events/s   "
           f"({taken / noop_rate:.2f}× the no-op agent)")
     print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
