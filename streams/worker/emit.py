@@ -12,7 +12,7 @@ from funnel.history import item_time
 from funnel.model import Lead
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.identity import Link
-from schemas.lead import TransitionRecord
+from schemas.lead import LeadSnapshot, TransitionRecord
 from streams.topics import Topics
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Outbox
@@ -24,11 +24,12 @@ class Emitter:
         self.outbox, self.topics, self.metrics = outbox, topics, metrics
         self.half_life = model.interest.half_life_days
         self.sla_hours = model.lifecycle.sla.sql_hours
+        self.built: dict[str, tuple[Lead, LeadSnapshot]] = {}   # this batch's, per lead
 
     def change(self, old: Lead, new: Lead, transitions: list[TransitionRecord],
                cooled: bool = False) -> None:
         breached = new.sla_breached_at is not None and new.sla_breached_at != old.sla_breached_at
-        snap = new.snapshot(self.half_life) if (transitions or breached or cooled) else None
+        snap = self.built_for(new) if (transitions or breached or cooled) else None
         for t in transitions:
             assert snap is not None
             self.outbox.cloudevent(self.topics.transitions, new.lead_id, transition_event(t, snap))
@@ -62,9 +63,20 @@ class Emitter:
         self.outbox.send(self.topics.identity, key, message.encode(),  # type: ignore[attr-defined]
                          lead=cause)
 
+    def built_for(self, lead: Lead) -> LeadSnapshot:
+        """``lead``'s snapshot, made once: a change that sends transitions (or cools the lead)
+        and the batch's snapshot of the same state share it."""
+        found = self.built.get(lead.lead_id)
+        if found is None or found[0] is not lead:
+            found = self.built[lead.lead_id] = (lead, lead.snapshot(self.half_life))
+        return found[1]
+
     def snapshot(self, lead: Lead) -> None:
         self.outbox.send(self.topics.leads, lead.lead_id,
-                         lead.snapshot(self.half_life).model_dump_json().encode())
+                         self.built_for(lead).model_dump_json().encode())
+
+    def batch_done(self) -> None:
+        self.built.clear()
 
 
 def _text(value: object) -> str | None:

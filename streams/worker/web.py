@@ -143,4 +143,9 @@ def lean_monitor(monitor: Any) -> Any:
                 stream=f"stream.{self._stream_label(stream)}.events")).inc()
             return state
 
+        def track_tp_end_offset(self, tp: Any, offset: int) -> None:   # at every message too
+            Monitor.track_tp_end_offset(self, tp, offset)
+            self._series(("end", tp), lambda: self._metrics.topic_partition_end_offset.labels(
+                topic=tp.topic, partition=tp.partition)).set(offset)
+
     return LeanPrometheusMonitor(metrics=monitor._metrics)

@@ -62,6 +62,29 @@ def test_an_event_is_decided_at_once_and_written_behind_as_a_snapshot_and_a_stat
     assert p.drain() == ([], {}), "a drained batch leaves nothing behind"
 
 
+def test_a_change_with_transitions_and_its_batch_share_one_snapshot_of_the_lead(monkeypatch):
+    from funnel.model import Lead
+
+    built: list[str] = []
+    original = Lead.snapshot
+
+    def counted(self: Lead, half_life: float | None = None) -> LeadSnapshot:
+        built.append(self.lead_id)
+        return original(self, half_life)
+
+    monkeypatch.setattr(Lead, "snapshot", counted)
+    p = pipeline()
+    p.apply(source(identify(lead="u-1"), "u-1"))
+    records, _ = p.drain()
+    assert not on(records, TOPICS.transitions) and built == ["u-1"]   # the batch's snapshot
+    p.apply(source(event(name="Demo Requested", lead="u-1"), "u-1", offset=1))
+    records, _ = p.drain()
+    assert on(records, TOPICS.transitions), "the demo request moved the lead"
+    snap = LeadSnapshot.model_validate_json(on(records, TOPICS.leads)[-1].value)
+    assert snap.version == p.store.load("u-1", 0).version
+    assert built == ["u-1", "u-1"]   # the transition's snapshot is the batch's: made once
+
+
 def test_the_same_message_twice_changes_nothing_the_second_time():
     p = pipeline()
     e = event(name="Content Downloaded", lead="u-1")
