@@ -5,6 +5,7 @@ patched)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -23,7 +24,7 @@ from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState
                                        watch_positions)
 from streams.worker.metrics import Metrics
 from streams.records import Source
-from streams.worker.pipeline import Pipeline
+from streams.worker.pipeline import TIMER_STEP, Pipeline
 from streams.worker.positions import Positions
 from streams.worker.progress import Progress
 from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
@@ -172,14 +173,27 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
         if checkpoint.expired() or (not checkpoint.pending and pipeline.dirty()):
             await commit(wait=False)
 
+    install_timer_pass(app, settings, pipeline, commit, assigned)
+
+
+def install_timer_pass(app: faust.App, settings: Settings, pipeline: Pipeline, commit: Any,
+                       assigned: Any) -> None:
+    """The periodic pass (deadlines, cooling), ``TIMER_STEP`` leads at a time with the agent
+    taking messages in between: the whole pass held the event loop for seconds when thousands
+    of leads cooled at once."""
     intervals = [i for i in (settings.cooling_interval, settings.timer_interval) if i > 0]
-    if intervals:
-        @app.timer(min(intervals))
-        async def timer_pass() -> None:
-            if not seeked(app):
-                return
-            if pipeline.timer_pass(datetime.now(timezone.utc), assigned()):
+    if not intervals:
+        return
+
+    @app.timer(min(intervals))
+    async def timer_pass() -> None:
+        now, more = datetime.now(timezone.utc), True
+        while more and seeked(app):
+            changed, more = pipeline.timer_pass(now, assigned(), TIMER_STEP)
+            if changed:
                 await commit(wait=False)
+            elif more:
+                await asyncio.sleep(0)
 
 
 def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: Metrics,

@@ -36,6 +36,7 @@ from streams.worker.store import LeadStore
 log = logging.getLogger("funnel.pipeline")
 
 SEED_STEP = 5000   # leads of the table scheduled per timer pass after a start
+TIMER_STEP = 500   # leads the periodic pass decides before the agent may take messages again
 
 
 class Pipeline:
@@ -146,26 +147,38 @@ class Pipeline:
 
     # --- the clock -------------------------------------------------------------------------
 
-    def timer_pass(self, now: datetime, assigned: set[int]) -> int:
+    def timer_pass(self, now: datetime, assigned: set[int], limit: int | None = None
+                   ) -> tuple[int, bool]:
         """Apply the deadlines (SLA breaches, expired MQLs) and the cooling due by ``now`` to
-        every lead of ours; returns how many leads changed. After a start, the leads already in
-        the table are scheduled too, ``SEED_STEP`` of them a pass."""
+        the leads of ours, at most ``limit`` of them; returns (how many changed, whether more
+        may be due: call again). After a start, the leads already in the table are scheduled
+        too, ``SEED_STEP`` of them a call. A lead whose tick fails is logged and left out of
+        the schedule until it changes again (a timer must not end the worker)."""
         self.seed(assigned)
-        changed = 0
+        changed = taken = 0
         for lead_id, p in self.schedule.pop_due(now):
             if p not in assigned:
                 continue
-            if p not in self.resumed:
-                self.resume(p)
-            lead = self.store.load(lead_id, p)
-            new, transitions = tick(lead, now, self.model, cooling=self.cooling,
-                                    deadlines=self.deadlines)
-            if new is not lead:
-                self.changed(lead, new, p, transitions, cooled=new.temperature != lead.temperature)
-                changed += 1
-            else:
-                self.reschedule(lead, p)
-        return changed
+            taken += 1
+            try:
+                changed += self._tick(lead_id, p, now)
+            except Exception:  # noqa: BLE001
+                log.exception("the periodic pass failed on %s; left until it changes", lead_id)
+            if limit is not None and taken >= limit:
+                return changed, True
+        return changed, False
+
+    def _tick(self, lead_id: str, p: int, now: datetime) -> int:
+        if p not in self.resumed:
+            self.resume(p)
+        lead = self.store.load(lead_id, p)
+        new, transitions = tick(lead, now, self.model, cooling=self.cooling,
+                                deadlines=self.deadlines)
+        if new is lead:
+            self.reschedule(lead, p)
+            return 0
+        self.changed(lead, new, p, transitions, cooled=new.temperature != lead.temperature)
+        return 1
 
     def seed(self, assigned: set[int]) -> None:
         """Schedule the leads of the table (recovered, or on disk from an earlier run), a step at

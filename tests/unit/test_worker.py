@@ -85,6 +85,36 @@ def test_a_change_with_transitions_and_its_batch_share_one_snapshot_of_the_lead(
     assert built == ["u-1", "u-1"]   # the transition's snapshot is the batch's: made once
 
 
+def test_the_periodic_pass_goes_in_steps_and_a_lead_whose_tick_fails_ends_nothing(monkeypatch):
+    import streams.worker.pipeline as pipeline_module
+
+    cooling = Settings(broker="kafka://127.0.0.1:1", cooling_interval=60, timer_interval=0)
+    p = Pipeline(LeadStore({}, MODEL), cooling, MODEL, TOPICS)
+    leads = [f"u-{i}" for i in range(7)]
+    for i, lead in enumerate(leads):
+        p.apply(source(event(name="Demo Requested", lead=lead), lead, offset=i))
+    p.drain()
+    assert {p.store.load(lead, 0).temperature for lead in leads} == {"warm"}
+    original = pipeline_module.tick
+
+    def tick(lead, *args, **kwargs):   # type: ignore[no-untyped-def]
+        if lead.lead_id == "u-3":
+            raise RuntimeError("a lead the pass cannot handle")
+        return original(lead, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "tick", tick)
+    later = T0 + timedelta(days=120)
+    steps = []
+    more = True
+    while more:
+        changed, more = p.timer_pass(later, {0}, limit=3)
+        steps.append(changed)
+    assert steps == [3, 2, 1]   # 3 leads a step; u-3 (second step) failed and was left out
+    cooled = {lead for lead in leads if p.store.load(lead, 0).temperature != "warm"}
+    assert cooled == set(leads) - {"u-3"}
+    assert p.timer_pass(later, {0}, limit=3) == (0, False)   # nothing due any more
+
+
 def test_the_same_message_twice_changes_nothing_the_second_time():
     p = pipeline()
     e = event(name="Content Downloaded", lead="u-1")
