@@ -20,8 +20,8 @@ from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
                                        admitted, flush_before_wait_empty, highwater,
-                                       reread_stuck, seek_before_resume, seeked, settle,
-                                       watch_positions)
+                                       reread_stuck, seek_before_resume, seek_in_place, seeked,
+                                       settle, watch_positions)
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import TIMER_STEP, Pipeline
@@ -40,6 +40,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     group: ``funnel projection``, which ``funnel worker`` starts as a child process by default;
     its pages at ``projection_url``). Faust's own env vars (BROKER_URL, …) are not used."""
     seek_before_resume()
+    seek_in_place()
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     pipeline = role == "worker"
     projection = role == "projection" or settings.projection == "inline"

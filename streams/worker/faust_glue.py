@@ -49,6 +49,27 @@ def seek_before_resume() -> None:
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
+def seek_in_place() -> None:
+    """Faust seeks from the main thread (``Consumer._seek`` calls the consumer thread's
+    ``seek`` directly), and aiokafka's ``Fetcher.seek_to`` then deletes the partition's fetched
+    records from a dict the consumer thread may be walking: its own ``del`` of the same entry
+    raised ``KeyError`` and ended the worker ("Drain messages raised: KeyError(TopicPartition
+    …)", the chaos test, right after a restart's seek, more often with small fetches). Here the
+    seek only moves the position; a fetch result from before it sees the new position and drops
+    itself in the consumer's own thread (``FetchResult.check_assignment``)."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if getattr(Fetcher.seek_to, "_funnel", False):
+        return
+
+    def seek_to(self: Any, tp: Any, offset: int) -> None:
+        self._subscriptions.seek(tp, offset)
+        self._notify(self._wait_consume_future)
+
+    seek_to._funnel = True  # type: ignore[attr-defined]
+    Fetcher.seek_to = seek_to  # type: ignore[method-assign]
+
+
 def flush_before_wait_empty(app: Any, flush: Any) -> None:
     """Run ``flush`` (write what is pending, so its messages are acknowledged) before Faust
     waits for every message it handed out to be acknowledged — at a rebalance and at a stop.

@@ -722,3 +722,23 @@ def test_the_workers_metrics_take_the_projection_families_from_the_projection_pr
     assert "funnel_projection_faust_messages_received_total 43.0" in merged
     assert merged.count("# TYPE funnel_events_total counter") == 1   # each family once
     assert merged.count("# TYPE funnel_projection_rows_total counter") == 1
+
+
+def test_a_seek_from_another_thread_leaves_the_fetched_records_to_the_consumer_thread():
+    """aiokafka's seek deleted the partition's fetched records from a dict the consumer thread
+    walks; its own delete of the same entry then raised KeyError and ended the worker."""
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.fetcher import Fetcher
+
+    from streams.worker.faust_glue import seek_in_place
+
+    seek_in_place()
+    sought, notified = [], []
+    fetcher = SimpleNamespace(
+        _records={"events-2": "records fetched before the seek"},
+        _subscriptions=SimpleNamespace(seek=lambda tp, offset: sought.append((tp, offset))),
+        _wait_consume_future="waiter", _notify=notified.append)
+    Fetcher.seek_to(fetcher, "events-2", 0)
+    assert sought == [("events-2", 0)] and notified == ["waiter"]
+    assert fetcher._records == {"events-2": "records fetched before the seek"}
