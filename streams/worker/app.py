@@ -21,7 +21,7 @@ from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
                                        admitted, flush_before_wait_empty, highwater,
                                        reread_stuck, seek_before_resume, seek_in_place, seeked,
-                                       settle, watch_positions)
+                                       serve_first, settle, watch_positions)
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import TIMER_STEP, Pipeline
@@ -62,7 +62,8 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
         # 1 MiB a partition, the identity messages this worker sends itself waited behind ~8 MiB
         # of events (5,400 behind when the events were done, 17 s to catch up); 64 KiB keeps it
         # to about a second
-        consumer_max_fetch_size=64 << 10)
+        consumer_max_fetch_size=64 << 10, broker_max_poll_records=1000,
+        stream_buffer_maxsize=1024)
     metrics, topics = Metrics(), Topics.from_settings(settings)
     progress, positions = Progress(settings.stall_seconds), Positions()
     consumed = set((topics.inputs() if pipeline else []) + (topics.projected() if projection
@@ -127,6 +128,7 @@ def lead_tables(app: faust.App, settings: Settings, model: ScoringModel
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
                      metrics: Metrics, progress: Progress, positions: Positions) -> None:
     inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
+    serve_first({topics.identity, topics.feedback})   # small, and what the events wait for
 
     store, changelog, history_log = lead_tables(app, settings, model)
     pipeline = Pipeline(store, settings, model, topics, metrics)

@@ -70,6 +70,39 @@ def seek_in_place() -> None:
     Fetcher.seek_to = seek_to  # type: ignore[method-assign]
 
 
+FIRST_TOPICS: set[str] = set()   # ``serve_first``
+
+
+def serve_first(topics: set[str]) -> None:
+    """Records fetched from ``topics`` are handed out before those of other topics. aiokafka
+    hands fetched records out partition by partition in the order they were fetched, and a fetch
+    returns at least one whole record batch (up to ~2,000 events from a batching producer): the
+    identity messages the worker sends itself waited behind every events batch fetched before
+    them — seconds, with a backlog (a 19 s tail after the last event in one bench run). Runs in
+    the consumer's thread, as the method it wraps."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    FIRST_TOPICS.update(topics)
+    if getattr(Fetcher.fetched_records, "_funnel", False):
+        return
+    original = Fetcher.fetched_records
+
+    async def fetched_records(self: Any, partitions: Any, timeout: float = 0,
+                              max_records: int | None = None) -> Any:
+        first_in_line(self._records, FIRST_TOPICS)
+        return await original(self, partitions, timeout, max_records)
+
+    fetched_records._funnel = True  # type: ignore[attr-defined]
+    Fetcher.fetched_records = fetched_records  # type: ignore[method-assign]
+
+
+def first_in_line(records: Any, topics: set[str]) -> None:
+    """Move the partitions of ``topics`` to the front of ``records`` (an ``OrderedDict`` by
+    topic partition), keeping the order among them and among the others."""
+    for tp in reversed([tp for tp in records if tp.topic in topics]):
+        records.move_to_end(tp, last=False)
+
+
 def flush_before_wait_empty(app: Any, flush: Any) -> None:
     """Run ``flush`` (write what is pending, so its messages are acknowledged) before Faust
     waits for every message it handed out to be acknowledged — at a rebalance and at a stop.

@@ -742,3 +742,20 @@ def test_a_seek_from_another_thread_leaves_the_fetched_records_to_the_consumer_t
     Fetcher.seek_to(fetcher, "events-2", 0)
     assert sought == [("events-2", 0)] and notified == ["waiter"]
     assert fetcher._records == {"events-2": "records fetched before the seek"}
+
+
+def test_the_worker_s_own_topics_are_handed_out_before_events_fetched_earlier():
+    from collections import OrderedDict
+
+    from aiokafka.structs import TopicPartition as TP
+
+    from streams.worker.faust_glue import first_in_line
+
+    fetched = OrderedDict((tp, f"records of {tp.topic}[{tp.partition}]") for tp in [
+        TP("events", 0), TP("events", 1), TP("identity", 1), TP("events", 2),
+        TP("sales-feedback", 0), TP("identity", 0)])
+    first_in_line(fetched, {"identity", "sales-feedback"})
+    assert [(tp.topic, tp.partition) for tp in fetched] == [
+        ("identity", 1), ("sales-feedback", 0), ("identity", 0),
+        ("events", 0), ("events", 1), ("events", 2)]
+    assert fetched[TP("identity", 0)] == "records of identity[0]"   # records kept with them
