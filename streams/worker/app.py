@@ -62,8 +62,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
         # 1 MiB a partition, the identity messages this worker sends itself waited behind ~8 MiB
         # of events (5,400 behind when the events were done, 17 s to catch up); 64 KiB keeps it
         # to about a second
-        consumer_max_fetch_size=64 << 10, broker_max_poll_records=1000,
-        stream_buffer_maxsize=1024)
+        consumer_max_fetch_size=64 << 10, broker_max_poll_records=1000)
     metrics, topics = Metrics(), Topics.from_settings(settings)
     progress, positions = Progress(settings.stall_seconds), Positions()
     consumed = set((topics.inputs() if pipeline else []) + (topics.projected() if projection
