@@ -58,10 +58,9 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
         web_port=settings.worker_port or 6066, web_bind=settings.http_host,
         web_host=settings.http_host, autodiscover=False, producer_acks=-1,
         producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20,
-        # aiokafka hands out fetched records partition by partition, first fetched first: with
-        # 1 MiB a partition, the identity messages this worker sends itself waited behind ~8 MiB
-        # of events (5,400 behind when the events were done, 17 s to catch up); 64 KiB keeps it
-        # to about a second
+        # smaller fetches and polls than Faust's (1 MiB a partition, everything fetched): with
+        # ``serve_first`` (``install_pipeline``) the identity messages this worker sends itself
+        # no longer wait behind megabytes of events fetched before them (README, "Fetching")
         consumer_max_fetch_size=64 << 10, broker_max_poll_records=1000)
     metrics, topics = Metrics(), Topics.from_settings(settings)
     progress, positions = Progress(settings.stall_seconds), Positions()
