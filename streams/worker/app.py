@@ -227,7 +227,7 @@ def install_sinks(app: faust.App, settings: Settings, topics: Topics, metrics: M
         dropped (read again from the committed offsets) and its messages settled, or Faust
         would wait for their acknowledgement for good."""
         for sink in sinks:
-            await sink.flush()
+            await sink.flush(wait=False)
             for _, event in sink.drop():
                 settle(event.message)
 

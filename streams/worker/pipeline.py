@@ -151,10 +151,9 @@ class Pipeline:
                    ) -> tuple[int, bool]:
         """Apply the deadlines (SLA breaches, expired MQLs) and the cooling due by ``now`` to
         the leads of ours, at most ``limit`` of them; returns (how many changed, whether more
-        may be due: call again). After a start, the leads already in the table are scheduled
-        too, ``SEED_STEP`` of them a call. A lead whose tick fails is logged and left out of
-        the schedule until it changes again (a timer must not end the worker)."""
-        self.seed(assigned)
+        may be due: call again). The leads already in the table after a start are scheduled by
+        ``seed`` (the flush tick's). A lead whose tick fails is logged and left out of the
+        schedule until it changes again (a timer must not end the worker)."""
         changed = taken = 0
         for lead_id, p in self.schedule.pop_due(now):
             if p not in assigned:

@@ -9,7 +9,9 @@ A write that fails with anything but what the writer handles itself (a row Postg
 dead-lettered, a lost connection retried by ``streams.db.writer``) never leaves ``flush``: it
 ended the sink's agent, or the whole worker, before. The batch is kept, nothing of it is
 acknowledged, and it is written again later, waiting longer each time (``RETRY_SECONDS`` up to
-``RETRY_MAX_SECONDS``): the projection's lag grows and ``/healthz`` reports the stall.
+``RETRY_MAX_SECONDS``): the projection's lag grows and ``/healthz`` reports the stall. The flush
+that failed waits out that time (outside the lock) before it returns, so the agent that called it
+takes no more messages meanwhile: the kept batch does not grow with the topic.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ RETRY_SECONDS, RETRY_MAX_SECONDS = 1.0, 60.0
 class BatchingSink(Generic[T]):
     def __init__(self, write: Callable[[list[T]], Awaitable[Any]],
                  ack: Callable[[Any], Awaitable[None]], max_items: int, max_seconds: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.write, self.ack = write, ack
         self.max_items, self.max_seconds, self.clock = max_items, max_seconds, clock
+        self.sleep = sleep
         self.items: list[T] = []
         self.messages: list[Any] = []
         self.started = clock()
@@ -56,24 +60,28 @@ class BatchingSink(Generic[T]):
         return bool(self.messages) and now >= self.retry_at and (
             len(self.messages) >= self.max_items or now - self.started >= self.max_seconds)
 
-    async def flush(self) -> list[Any]:
-        """Write the batch, then acknowledge its messages; returns them (none when the write
-        failed: the batch is kept for a later flush)."""
+    async def flush(self, wait: bool = True) -> list[Any]:
+        """Write the batch, then acknowledge its messages; returns them. None when the write
+        failed: the batch is kept for a later flush, and (``wait``) this one returns only once
+        the wait before the next try is over."""
         async with self.lock:
             if not self.messages:
                 return []
             items, messages = self.items, self.messages
             self.items, self.messages = [], []
-            if items:
-                try:
+            try:
+                if items:
                     await self.write(items)
-                except Exception:  # noqa: BLE001  (no payload may end the worker)
-                    self._failed(items, messages)
-                    return []
-            self.failures, self.retry_at = 0, 0.0
-            for message in messages:
-                await self.ack(message)
-            return messages
+            except Exception:  # noqa: BLE001  (no payload may end the worker)
+                delay = self._failed(items, messages)
+            else:
+                self.failures, self.retry_at = 0, 0.0
+                for message in messages:
+                    await self.ack(message)
+                return messages
+        if wait:
+            await self.sleep(delay)
+        return []
 
     def drop(self) -> list[Any]:
         """Forget the batch without acknowledging it (a stop or a rebalance after a failed
@@ -82,11 +90,13 @@ class BatchingSink(Generic[T]):
         self.items, self.messages, self.failures, self.retry_at = [], [], 0, 0.0
         return messages
 
-    def _failed(self, items: list[T], messages: list[Any]) -> None:
-        """Keep the batch (ahead of what came meanwhile) and wait before the next try."""
+    def _failed(self, items: list[T], messages: list[Any]) -> float:
+        """Keep the batch (ahead of what came meanwhile); returns the wait before the next
+        try."""
         self.items, self.messages = items + self.items, messages + self.messages
         delay = min(RETRY_SECONDS * 2 ** self.failures, RETRY_MAX_SECONDS)
         self.failures += 1
         self.retry_at = self.clock() + delay
         log.exception("writing a batch of %d failed (%d time(s) in a row): kept, written again "
                       "in %.0fs", len(items), self.failures, delay)
+        return delay

@@ -73,8 +73,8 @@ class TopicSink:
     def due(self) -> bool:
         return self.batch.due()
 
-    async def flush(self) -> list[Any]:
-        return await self.batch.flush()
+    async def flush(self, wait: bool = True) -> list[Any]:
+        return await self.batch.flush(wait)
 
     def drop(self) -> list[Any]:
         return self.batch.drop()
@@ -112,11 +112,11 @@ class ProjectionSink(TopicSink):
     async def write_snapshots(self, snapshots: list[LeadSnapshot], refused: Any) -> None:
         self.metrics.projected.inc(await self.writer.write(snapshots, refused))
 
-    async def flush(self) -> list[Any]:
+    async def flush(self, wait: bool = True) -> list[Any]:
         """Write the batch, then record the lag: per partition, snapshots past the last one
         written (``highwater(topic, partition)`` is its end); and the newest one's age."""
         last = dict(self.last)   # what this flush writes, before anything more is added
-        taken = await super().flush()
+        taken = await super().flush(wait)
         if taken:
             behind = {p: max((self.highwater(s.topic, p) or 0) - s.offset - 1, 0)
                       for p, s in last.items()}

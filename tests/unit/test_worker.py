@@ -458,22 +458,30 @@ def test_a_failed_sink_write_keeps_its_batch_unacknowledged_and_tries_again_late
     async def ack(message: str) -> None:
         acked.append(message)
 
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:   # the failed flush holds its caller this long
+        slept.append(seconds)
+
     sink: BatchingSink[str] = BatchingSink(write, ack, max_items=2, max_seconds=0.5,
-                                           clock=lambda: now[0])
+                                           clock=lambda: now[0], sleep=sleep)
     sink.add("row-1", "m1")
     sink.add("row-2", "m2")
     assert sink.due()
     assert asyncio.run(sink.flush()) == [] and acked == [] and written == []
+    assert slept == [1.0]
     sink.add("row-3", "m3")             # came meanwhile: after the kept batch
     assert not sink.due()               # not before the wait (1 s after the first failure)
     now[0] = 1.0
     assert sink.due() and asyncio.run(sink.flush()) == []
+    assert slept == [1.0, 2.0]
     now[0] = 2.5
     assert not sink.due()               # the wait doubled (2 s after the second failure)
     now[0] = 3.0
     assert sink.due()
     assert asyncio.run(sink.flush()) == ["m1", "m2", "m3"]
     assert written == [["row-1", "row-2", "row-3"]] and acked == ["m1", "m2", "m3"]
+    assert slept == [1.0, 2.0]           # a write that went through waits for nothing
     sink.add("row-4", "m4")
     sink.add("row-5", "m5")
     assert sink.due()                   # no wait once a write went through
@@ -490,7 +498,7 @@ def test_a_sink_batch_dropped_at_a_stop_is_forgotten_without_acknowledging_it():
 
     sink: BatchingSink[str] = BatchingSink(write, ack, max_items=5, max_seconds=0.5)
     sink.add("row-1", "m1")
-    assert asyncio.run(sink.flush()) == []
+    assert asyncio.run(sink.flush(wait=False)) == []   # at a stop: no wait before the drop
     assert sink.drop() == ["m1"] and len(sink) == 0 and acked == []
 
 
