@@ -53,7 +53,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 
 def producer(settings: Settings, **kw: object) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), acks="all",
-                         linger_ms=5, client_id="funnel-cli", **kw)
+                         linger_ms=5, client_id="funnel-cli",
+                         compression_type=settings.compression_type(), **kw)
 
 
 def _true_ends(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

@@ -191,6 +191,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_COLLECTOR_MAX_INFLIGHT": str(settings.collector_max_inflight),
         "FUNNEL_COLLECTOR_ACK_TIMEOUT": str(settings.collector_ack_timeout),
         "FUNNEL_PROJECTION": settings.projection,
+        "FUNNEL_COMPRESSION": settings.compression,
     })
     if settings.write_keys is not None:
         env["FUNNEL_WRITE_KEYS"] = settings.write_keys.get_secret_value()

@@ -61,6 +61,7 @@ class Collector:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap_servers(), acks="all", linger_ms=2,
             client_id="funnel-collector", max_request_size=MAX_REQUEST_BYTES + 65536,
+            compression_type=self.settings.compression_type(),
             request_timeout_ms=int(self.settings.collector_ack_timeout * 1000))
         await self.producer.start()
 

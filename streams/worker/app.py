@@ -58,6 +58,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
         web_port=settings.worker_port or 6066, web_bind=settings.http_host,
         web_host=settings.http_host, autodiscover=False, producer_acks=-1,
         producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20,
+        producer_compression_type=settings.compression_type(),
         # smaller fetches and polls than Faust's (1 MiB a partition, everything fetched): with
         # ``serve_first`` (``install_pipeline``) the identity messages this worker sends itself
         # no longer wait behind megabytes of events fetched before them (README, "Fetching")

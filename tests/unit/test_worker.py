@@ -767,3 +767,17 @@ def test_the_worker_s_own_topics_are_handed_out_before_events_fetched_earlier():
         ("identity", 1), ("sales-feedback", 0), ("identity", 0),
         ("events", 0), ("events", 1), ("events", 2)]
     assert fetched[TP("identity", 0)] == "records of identity[0]"   # records kept with them
+
+
+def test_what_the_worker_and_the_clients_write_is_compressed_with_the_configured_codec(tmp_path):
+    from pydantic import ValidationError
+
+    from streams.worker.app import create_app
+
+    assert Settings().compression_type() == "zstd"   # the default
+    assert Settings(compression="none").compression_type() is None
+    s = Settings(broker="kafka://127.0.0.1:1", compression="lz4", data_dir=tmp_path,
+                 worker_port=0)
+    assert create_app(s, MODEL).conf.producer_compression_type == "lz4"
+    with pytest.raises(ValidationError, match="compression"):
+        Settings(compression="brotli")
