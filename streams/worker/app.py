@@ -107,9 +107,10 @@ def raw_topic(app: faust.App, settings: Settings, *names: str) -> Any:
                      value_serializer="raw", partitions=settings.partitions)
 
 
-def lead_tables(app: faust.App, settings: Settings, model: ScoringModel
+def lead_tables(app: faust.App, settings: Settings, model: ScoringModel, producer: FaustProducer
                 ) -> tuple[LeadStore, FaustChangelog, FaustChangelog]:
-    """The lead table and the histories' table, the store over them and their changelogs."""
+    """The lead table and the histories' table, the store over them and their changelogs
+    (written through ``producer``'s batches)."""
     async def on_changelog_event(event: Any) -> None:   # table recovery (runs after start)
         store.recovered(event.key, event.message.partition)
 
@@ -121,7 +122,8 @@ def lead_tables(app: faust.App, settings: Settings, model: ScoringModel
                               options=rocksdb_options(settings, 0.25))
     state, histories = state_of(table, settings), state_of(history_table, settings)
     store = LeadStore(state, model, settings.state_cache, histories)
-    return store, FaustChangelog(table, state), FaustChangelog(history_table, histories)
+    return store, FaustChangelog(table, state, producer), FaustChangelog(history_table, histories,
+                                                                        producer)
 
 
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
@@ -129,10 +131,10 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
     serve_first({topics.identity, topics.feedback})   # small, and what the events wait for
 
-    store, changelog, history_log = lead_tables(app, settings, model)
+    producer = FaustProducer(app)
+    store, changelog, history_log = lead_tables(app, settings, model, producer)
     pipeline = Pipeline(store, settings, model, topics, metrics)
     checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
-    producer = FaustProducer(app)
     async def write(pending: list, records: list, leads: dict) -> None:
         await checkpoint.write(pending, records, leads, producer, changelog, ack, history_log,
                                pipeline.journal)

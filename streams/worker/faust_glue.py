@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from streams.records import Record
+from streams.worker.batches import BatchSender
 from streams.worker.positions import SEEK, TAKE, Positions
 
 log = logging.getLogger("funnel.worker")
@@ -207,19 +208,25 @@ async def ack(token: tuple[Any, Any]) -> None:
 
 
 class FaustProducer:
+    """Records into record batches of Faust's aiokafka producer (``streams.worker.batches``),
+    sent at ``flush``."""
+
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.batches = BatchSender(lambda: app.producer._ensure_producer())
 
     async def send(self, r: Record) -> Any:
-        return await self.app.producer.send(r.topic, r.key, r.value, partition=None,
-                                            timestamp=None, headers=r.headers)
+        partition = await self.batches.partition_of(r.topic, r.key)
+        return self.batches.append(r.topic, partition, r.key, r.value, r.headers)
 
     async def flush(self) -> None:
-        await self.app.producer.flush()
+        await self.batches.flush()
 
     async def send_acked(self, r: Record) -> None:
         """Send ``r`` and wait until the broker acknowledged it."""
-        await (await self.send(r))
+        sent = await self.send(r)
+        await self.flush()
+        await sent
 
 
 class FaustChangelog:
@@ -233,25 +240,20 @@ class FaustChangelog:
     the highwater) — a crash loop the chaos runs found. Here only a mark (``mark``: one record,
     alone in its batch, written after everything before it was acknowledged) moves it."""
 
-    def __init__(self, table: Any, state: Any) -> None:
-        self.table, self.state = table, state
+    def __init__(self, table: Any, state: Any, producer: FaustProducer) -> None:
+        self.table, self.state, self.batches = table, state, producer.batches
         self.topic = table.changelog_topic
+        self.name = self.topic.get_topic_name()
 
     def write(self, partition: int, key: str, value: bytes) -> Any:
-        """Returns the record's future: done when the broker acknowledged it. Sent straight to
-        the producer, not through Faust's ``ProducerBuffer`` (``send_soon``), which sends its
-        records one at a time, awaiting each (~1 ms a record here, against ~60 µs), and whose
+        """Returns the record's future: done when the broker acknowledged it; sent at the
+        producer's ``flush``. Not through Faust's ``ProducerBuffer`` (``send_soon``), which
+        sends its records one at a time, awaiting each (~1 ms a record here), and whose
         ``flush`` may return before they are sent (after a 0.1 s wait)."""
         self.state.put(partition, key, value)
         raw_key, _ = self.topic.prepare_key(key, self.table.key_serializer)
         raw_value, _ = self.topic.prepare_value(value, self.table.value_serializer)
-        return asyncio.ensure_future(self._send(raw_key, raw_value, partition))
-
-    async def _send(self, key: bytes, value: bytes, partition: int) -> Any:
-        sent = await self.table.app.producer.send(self.topic.get_topic_name(), key, value,
-                                                  partition=partition, timestamp=None,
-                                                  headers=None)
-        return await sent
+        return self.batches.append(self.name, partition, raw_key, raw_value)
 
     def mark(self, partition: int, key: str, value: bytes) -> Any:
         return asyncio.ensure_future(self._mark(self.write(partition, key, value)))

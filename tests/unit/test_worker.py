@@ -781,3 +781,69 @@ def test_what_the_worker_and_the_clients_write_is_compressed_with_the_configured
     assert create_app(s, MODEL).conf.producer_compression_type == "lz4"
     with pytest.raises(ValidationError, match="compression"):
         Settings(compression="brotli")
+
+
+class FakeBatch:
+    """An aiokafka ``BatchBuilder`` that holds two records."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, *, timestamp: Any, key: bytes | None, value: bytes | None,
+               headers: Any) -> object | None:
+        if len(self.records) >= 2:
+            return None
+        self.records.append((key, value))
+        return object()
+
+
+class FakeAioProducer:
+    def __init__(self, fail: set[int] = frozenset()) -> None:   # type: ignore[assignment]
+        self.sent: list[tuple[str, int, list, asyncio.Future]] = []
+        self.fail = fail
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(8))
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future:
+        if partition in self.fail:
+            raise RuntimeError("no leader for the partition")
+        future = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, partition, batch.records, future))
+        return future
+
+
+def test_records_go_out_a_batch_per_partition_in_order_each_acknowledged_with_its_batch():
+    from kafka.partitioner.default import murmur2
+
+    from streams.worker.batches import BatchSender
+
+    async def run() -> None:
+        fake = FakeAioProducer(fail={5})
+        sender = BatchSender(lambda: fake)
+        futures = [sender.append("t", 0, b"k%d" % i, b"v%d" % i) for i in range(5)]
+        other = sender.append("t", 1, b"x", b"y")
+        lost = sender.append("t", 5, b"z", b"z")
+        assert fake.sent == [] and len(sender) == 5    # nothing sent before the flush
+        await sender.flush()
+        assert [(p, records) for _, p, records, _ in fake.sent] == [
+            (0, [(b"k0", b"v0"), (b"k1", b"v1")]), (0, [(b"k2", b"v2"), (b"k3", b"v3")]),
+            (0, [(b"k4", b"v4")]), (1, [(b"x", b"y")])]   # a partition's order kept
+        assert futures[0] is futures[1] and futures[1] is not futures[2]
+        assert not futures[0].done()                      # until the broker acknowledged it
+        for n, (*_, sent) in enumerate(fake.sent):
+            sent.set_result(("metadata of batch", n))
+        await asyncio.sleep(0)
+        assert [f.result() for f in futures] == [("metadata of batch", n) for n in (0, 0, 1, 1, 2)]
+        assert other.result() == ("metadata of batch", 3)
+        with pytest.raises(RuntimeError, match="no leader"):
+            lost.result()                                 # the failure reaches the record's owner
+        # a key goes to the partition every Kafka client's default partitioner gives it
+        for i in range(200):
+            key = f"lead-{i}".encode()
+            assert await sender.partition_of("t", key) == (murmur2(key) & 0x7FFFFFFF) % 8
+
+    asyncio.run(run())
