@@ -59,26 +59,30 @@ def _run(role: str, loglevel: str | None) -> None:
 @main.command()
 def up() -> None:
     """Start the stack (embedded broker/PostgreSQL where unset), the worker, the projection and
-    the HTTP collector and dashboard, until Ctrl-C."""
+    the HTTP collector and dashboard, until Ctrl-C. A child that exits is started again (a
+    crash loop stops everything)."""
     from streams.embedded.runner import spawn_collector, spawn_worker, stack, stop_worker
+    from streams.embedded.supervise import CrashLoop, Supervisor
 
     with stack(_prepared(http=True), echo=console.print) as s:
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        procs = [spawn_worker(s)]
+        children = Supervisor(echo=lambda m: console.print(f"[yellow]{m}[/yellow]"))
         try:
-            procs.append(_start_http(s, spawn_collector))
-            console.print(f"worker started (pid {procs[0].pid}); topics prefixed "
+            worker = children.add("worker", lambda: spawn_worker(s))
+            children.add("collector", lambda: spawn_collector(s, s.data_dir / "collector.log"),
+                         _start_http(s, spawn_collector))
+            console.print(f"worker started (pid {worker.pid}); topics prefixed "
                           f"'{s.topic_prefix}'. Ctrl-C to stop.")
             console.print(f"  export FUNNEL_BROKER={s.broker} FUNNEL_DATABASE_URL={s.dsn()}")
-            while all(p.poll() is None for p in procs):
+            while True:
+                children.check()
                 time.sleep(0.5)
-            dead = next(p for p in procs if p.poll() is not None)
-            raise click.ClickException(f"a child process exited with code {dead.returncode}: "
-                                       f"{' '.join(map(str, dead.args[-1:]))}")
+        except CrashLoop as exc:
+            raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
-            for p in reversed(procs):
+            for p in reversed(children.procs()):
                 stop_worker(p)
 
 

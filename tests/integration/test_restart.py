@@ -149,3 +149,32 @@ def test_funnel_up_keeps_every_lead_transition_and_handoff_across_a_restart(tmp_
         assert version > before[leads[0]][2]
     finally:
         up.stop(signal.SIGTERM)
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_funnel_up_starts_its_worker_again_when_it_is_killed_and_loses_nothing(tmp_path):
+    up = Up(tmp_path / "data").start()
+    lead = f"u-{uuid.uuid4().hex[:8]}"
+    try:
+        up.post([ev(lead, "identify", traits={**TRAITS, "email": f"{lead}@globex.io"}),
+                 ev(lead, name="Demo Requested", minute=1)])
+        before = up.wait(lambda: up.lead(lead), "the lead's row")
+        assert up.proc is not None
+        worker = next(pid for pid in children_of(up.proc.pid)
+                      if b"streams.cli\x00worker" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.killpg(worker, signal.SIGKILL)   # the worker and its projection child, not `up`
+        up.wait(lambda: "the worker exited with code -9; starting it again" in up.log(),
+                "the restart")
+        up.post([ev(lead, name="Content Downloaded", minute=2)])
+        _, events, version, _ = up.wait(
+            lambda: (r := up.lead(lead)) and r[1] > before[1] and r, "the event after it")
+        assert events == before[1] + 1 and version > before[2]
+        assert up.proc.poll() is None   # `funnel up` itself never stopped
+    finally:
+        up.stop(signal.SIGTERM)
