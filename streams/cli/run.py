@@ -160,6 +160,9 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
     from streams.cli.report import print_summary
     from streams.embedded.runner import (spawn_collector, spawn_worker, stack, stop_worker,
                                          wait_caught_up)
+    from streams.embedded.supervise import CrashLoop, Supervisor
+
+    children = Supervisor(echo=lambda m: console.print(f"[yellow]{m}[/yellow]"))
 
     with stack(_prepared(http=serve), echo=console.print) as s:
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -181,11 +184,17 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
             if serve:
                 console.print(f"serving; open the dashboard at http://{s.http_host}:"
                               f"{s.http_port}/ — Ctrl-C to stop")
-                while proc.poll() is None:
+                children.add("worker", lambda: spawn_worker(s, log_path), proc)
+                if http is not None:
+                    children.add("collector", lambda: spawn_collector(
+                        s, s.data_dir / "collector.log"), http)
+                while True:   # as `funnel up`: a child that exits is started again
+                    children.check()
                     time.sleep(0.5)
+        except CrashLoop as exc:
+            raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
-            if http is not None:
-                stop_worker(http)
-            stop_worker(proc)
+            for p in reversed(children.procs() or [q for q in (proc, http) if q is not None]):
+                stop_worker(p)
