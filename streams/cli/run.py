@@ -69,8 +69,7 @@ def up() -> None:
         children = Supervisor(echo=lambda m: console.print(f"[yellow]{m}[/yellow]"))
         try:
             worker = children.add("worker", lambda: spawn_worker(s))
-            children.add("collector", lambda: spawn_collector(s, s.data_dir / "collector.log"),
-                         _start_http(s, spawn_collector))
+            _keep_http(children, s, spawn_collector)
             console.print(f"worker started (pid {worker.pid}); topics prefixed "
                           f"'{s.topic_prefix}'. Ctrl-C to stop.")
             console.print(f"  export FUNNEL_BROKER={s.broker} FUNNEL_DATABASE_URL={s.dsn()}")
@@ -108,6 +107,12 @@ def _ports_free(s: Settings, http: bool) -> None:
             off = " (or 0: no /metrics)" if name == "FUNNEL_WORKER_PORT" else ""
             raise click.ClickException(f"port {port} on {s.http_host} is taken: set {name} to a "
                                        f"free port{off}")
+
+
+def _keep_http(children, s: Settings, spawn_collector) -> None:
+    """The collector started (``_start_http``) and kept running by ``children``."""
+    children.add("collector", lambda: spawn_collector(s, s.data_dir / "collector.log"),
+                 _start_http(s, spawn_collector))
 
 
 def _start_http(s: Settings, spawn_collector):
@@ -167,10 +172,11 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
     with stack(_prepared(http=serve), echo=console.print) as s:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = s.data_dir / "worker.log"
-        proc = spawn_worker(s, log_path)
-        http = _start_http(s, spawn_collector) if serve else None
-        console.print(f"worker started (pid {proc.pid}, log {log_path})")
+        proc = children.add("worker", lambda: spawn_worker(s, log_path))
         try:
+            if serve:
+                _keep_http(children, s, spawn_collector)
+            console.print(f"worker started (pid {proc.pid}, log {log_path})")
             started = time.monotonic()
 
             def wait() -> None:
@@ -184,10 +190,6 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
             if serve:
                 console.print(f"serving; open the dashboard at http://{s.http_host}:"
                               f"{s.http_port}/ — Ctrl-C to stop")
-                children.add("worker", lambda: spawn_worker(s, log_path), proc)
-                if http is not None:
-                    children.add("collector", lambda: spawn_collector(
-                        s, s.data_dir / "collector.log"), http)
                 while True:   # as `funnel up`: a child that exits is started again
                     children.check()
                     time.sleep(0.5)
@@ -196,5 +198,5 @@ def demo(leads: int, days: int, seed: int, serve: bool) -> None:
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
-            for p in reversed(children.procs() or [q for q in (proc, http) if q is not None]):
+            for p in reversed(children.procs()):
                 stop_worker(p)

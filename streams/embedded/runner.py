@@ -78,57 +78,60 @@ class ProjectionChild:
     """``funnel projection`` as a child of ``funnel worker``: on a core of its own (the pipeline
     is CPU-bound on one), in the worker's process group (a signal to the group reaches both),
     told to stop when the worker dies even by SIGKILL, and started again when it fails while
-    the worker runs (checked every ``RESTART_SECONDS``; an exit asked for by a signal to the
-    group — 0, SIGINT, SIGTERM — is the worker stopping too)."""
+    the worker runs (``streams.embedded.supervise``, looked at every ``RESTART_SECONDS``; an exit
+    asked for by a signal to the group — 0, SIGINT, SIGTERM — is the worker stopping too)."""
 
     RESTART_SECONDS = 5.0
 
     def __init__(self, settings: Settings) -> None:
         from streams.embedded.stack import free_port
+        from streams.embedded.supervise import Supervisor
 
         port = free_port() if settings.worker_port > 0 else 0
         self.settings = settings.model_copy(update={"worker_port": port})
         host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
         self.url = f"http://{host}:{port}" if port else None
-        self.proc: subprocess.Popen | None = None
+        self.children = Supervisor(echo=log.error, stopped=STOPPED)
         self.stopping = threading.Event()
         self.lock = threading.Lock()   # no new child once ``stop`` has begun
         self.watch = threading.Thread(target=self._keep, name="projection-child", daemon=True)
 
     def start(self) -> None:
-        self._spawn()
+        self.children.add("projection process", self._spawn)
         self.watch.start()
 
-    def _spawn(self) -> None:
-        self.proc = subprocess.Popen(
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "projection"],
             env={**worker_env(self.settings), "FUNNEL_PROJECTION_PARENT": str(os.getpid())},
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
     def _keep(self) -> None:
+        from streams.embedded.supervise import CrashLoop
+
         while not self.stopping.wait(self.RESTART_SECONDS):
-            code = self.proc.poll() if self.proc is not None else None
-            if code is not None and code not in STOPPED:
-                with self.lock:
-                    if self.stopping.is_set():
-                        return
-                    log.error("the projection process exited with code %s; starting it again",
-                              code)
-                    self._spawn()
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                try:
+                    self.children.check()
+                except CrashLoop as exc:
+                    log.error("%s: not started again (the worker goes on without it)", exc)
+                    return
 
     def stop(self, timeout: float = 20.0) -> None:
         with self.lock:
             self.stopping.set()
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        for proc in self.children.procs():
+            if proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ A worker ends on its own only on what it cannot decide past — e.g. the broker 
 longer than the producer waits while a checkpoint is written: starting again from the committed
 offsets is the recovery (nothing is lost, the checkpoint protocol says why). A child that keeps
 failing right after its start (``LIMIT`` times in a row, each within ``QUICK_SECONDS``) is a crash
-loop, not an accident: ``check`` raises :class:`CrashLoop` and ``funnel up`` stops with it."""
+loop, not an accident: ``check`` raises :class:`CrashLoop` and ``funnel up`` stops with it.
+The worker keeps its projection process running the same way (``runner.ProjectionChild``)."""
 
 from __future__ import annotations
 
@@ -34,9 +35,12 @@ class Child:
 
 
 class Supervisor:
+    """``stopped``: exit codes of a child that was asked to stop (not started again)."""
+
     def __init__(self, echo: Callable[[str], None] = print,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.echo, self.clock = echo, clock
+                 clock: Callable[[], float] = time.monotonic,
+                 stopped: tuple[int, ...] = ()) -> None:
+        self.echo, self.clock, self.stopped = echo, clock, stopped
         self.children: list[Child] = []
 
     def add(self, name: str, spawn: Callable[[], subprocess.Popen],
@@ -55,6 +59,8 @@ class Supervisor:
             if code is None:
                 if now - child.started >= QUICK_SECONDS:
                     child.fails = 0   # it ran: the next exit starts a new count
+                continue
+            if code in self.stopped:
                 continue
             if child.due is None:
                 self._exited(child, code, now)

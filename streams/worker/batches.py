@@ -48,11 +48,12 @@ class BatchSender:
                                headers=headers or []) is not None:
                 return entry[1]
             self.full.append((topic, partition, *entry))   # full: goes out first
+            del self.open[(topic, partition)]
         builder = self.producer().create_batch()
-        done = asyncio.get_running_loop().create_future()
-        self.open[(topic, partition)] = (builder, done)
         if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
             raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch")
+        done = asyncio.get_running_loop().create_future()
+        self.open[(topic, partition)] = (builder, done)
         return done
 
     def __len__(self) -> int:

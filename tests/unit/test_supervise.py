@@ -84,3 +84,18 @@ def test_a_child_that_ran_long_enough_starts_a_new_count_and_a_failed_start_coun
     assert said[-1] == "the collector did not start: port taken" and sup.procs() == []
     sup.check()
     assert said[-1] == "the collector exited with code -1; starting it again in 2s"
+
+
+def test_a_child_asked_to_stop_is_not_started_again():
+    clock, said, started = Clock(), [], []
+
+    def spawn() -> Proc:
+        started.append(Proc())
+        return started[-1]
+
+    sup = Supervisor(echo=said.append, clock=clock, stopped=(0, -15))
+    sup.add("projection process", spawn)
+    started[-1].code = -15       # the worker's process group got SIGTERM: it stops too
+    clock.now += 10.0
+    sup.check()
+    assert len(started) == 1 and said == []
