@@ -72,6 +72,25 @@ def _true_ends(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[Topic
     return {tp: max(reported[tp], consumer.highwater(tp) or 0) for tp in tps}
 
 
+def reported_and_true_ends(settings: Settings, partitions: list[tuple[str, int]]
+                           ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+    """For each (topic, partition): the end ListOffsets reports, and the true one (``_true_ends``)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
+                             enable_auto_commit=False, fetch_max_wait_ms=50,
+                             client_id="funnel-offsets")
+    try:
+        consumer.topics()
+        tps = [TopicPartition(t, p) for t, p in partitions
+               if p in (consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}, {}
+        reported = {(tp.topic, tp.partition): n for tp, n in consumer.end_offsets(tps).items()}
+        true = _true_ends(consumer, tps)
+        return reported, {(tp.topic, tp.partition): n for tp, n in true.items()}
+    finally:
+        consumer.close()
+
+
 def end_offsets(settings: Settings, topic_names: Iterable[str]) -> dict[TopicPartition, int]:
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
                              enable_auto_commit=False, fetch_max_wait_ms=50,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
     import faust
 
     from streams.worker.app import create_app
+    from streams.worker.fence import fence_tables
     from streams.db.migrate import migrate
     from streams.clients import ensure_topics
 
@@ -46,6 +48,7 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
     try:
         app = create_app(settings, model, role=role,
                          projection_url=child.url if child is not None else None)
+        fence_tables(app, settings)
         worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
         # Faust's terminal spinner sets the root logger to DEBUG (to spin at every record): each
         # debug call of aiokafka and Faust then built a record the handler threw away, ~4% of
@@ -145,6 +148,8 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
             kept = f"topics in {broker.store_dir}" if durable else "topics in memory"
             if not broker.fresh:
                 kept += ", with the leads of earlier runs"
+            else:   # the workers' tables on disk were of a broker that is gone
+                shutil.rmtree(settings.data_dir / "worker", ignore_errors=True)
             echo(f"embedded broker (Tansu) at {broker.url}   ({kept})")
         if settings.database_url is None:
             db = EmbeddedPostgres(settings.data_dir).start()

@@ -12,7 +12,15 @@ its batch, like the checkpoint's marks, gets its own offset).
 The order of the records of one partition is kept (a full batch goes out before the next one of
 that partition). A record without a partition goes where aiokafka's default partitioner puts its
 key, as with ``send`` (murmur2, as every Kafka client: a lead's identity messages stay on its
-partition)."""
+partition).
+
+A topic in ``tails`` (the lead table's changelog) never ends on a batch of many records: its
+last record of each partition is held back and sent alone, after its partition's batches. Tansu
+reports a partition's end as its *last batch's* base offset + 1, and Faust's recovery both
+compares a store's persisted offset with that end and moves it to the last record it read: a
+worker that recovered a multi-record last batch would fail its next start (``ConsistencyError``,
+persisted offset higher than the highwater). A held record joins its partition's batch when
+another one comes after it; its future is that batch's."""
 
 from __future__ import annotations
 
@@ -32,6 +40,9 @@ class BatchSender:
         self.full: list[tuple[str, int, Any, asyncio.Future]] = []   # closed, not yet sent
         self.partitions: dict[str, list[int]] = {}
         self.partitioner = DefaultPartitioner()
+        self.tails: set[str] = set()
+        self.held: dict[tuple[str, int], tuple[bytes | None, bytes | None, list, asyncio.Future]] \
+            = {}
 
     async def partition_of(self, topic: str, key: bytes | None) -> int:
         parts = self.partitions.get(topic)
@@ -42,28 +53,53 @@ class BatchSender:
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
         """Queue one record; sent at the next ``flush``. Returns its batch's future."""
+        if topic not in self.tails:
+            return self._append(topic, partition, key, value, headers or [])
+        done = asyncio.get_running_loop().create_future()
+        before = self.held.get((topic, partition))
+        self.held[(topic, partition)] = (key, value, headers or [], done)
+        if before is not None:
+            self._join(topic, partition, before)
+        return done
+
+    def _join(self, topic: str, partition: int, held: tuple) -> None:
+        key, value, headers, done = held
+        try:
+            batch = self._append(topic, partition, key, value, headers)
+        except ValueError as exc:
+            _fail(done, exc)
+        else:
+            batch.add_done_callback(lambda f: _settle(done, f))
+
+    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                headers: list) -> asyncio.Future:
         entry = self.open.get((topic, partition))
         if entry is not None:
             if entry[0].append(timestamp=None, key=key, value=value,
-                               headers=headers or []) is not None:
+                               headers=headers) is not None:
                 return entry[1]
             self.full.append((topic, partition, *entry))   # full: goes out first
             del self.open[(topic, partition)]
         builder = self.producer().create_batch()
-        if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch")
         done = asyncio.get_running_loop().create_future()
         self.open[(topic, partition)] = (builder, done)
         return done
 
     def __len__(self) -> int:
-        return len(self.full) + len(self.open)
+        return len(self.full) + len(self.open) + len(self.held)
 
     async def flush(self) -> None:
         """Every queued batch handed to the producer (not waiting for the broker: await the
-        futures ``append`` gave for that)."""
+        futures ``append`` gave for that). A held record goes last, alone in its batch."""
         batches = self.full + [(t, p, b, d) for (t, p), (b, d) in self.open.items()]
         self.full, self.open = [], {}
+        for (topic, partition), held in self.held.items():
+            self._join(topic, partition, held)
+            batches += [(t, p, b, d) for (t, p), (b, d) in self.open.items()]
+            self.open = {}
+        self.held = {}
         producer = self.producer()
         for topic, partition, builder, done in batches:
             try:

@@ -238,12 +238,15 @@ class FaustChangelog:
     killed after a multi-record batch was acknowledged left a persisted offset past that end, and
     every start after it failed in recovery (``ConsistencyError``: persisted offset higher than
     the highwater) — a crash loop the chaos runs found. Here only a mark (``mark``: one record,
-    alone in its batch, written after everything before it was acknowledged) moves it."""
+    written after everything before it was acknowledged) moves it, to its batch's base offset.
+    Recovery moves it too, to the last record it read: hence each partition's last record alone
+    in its batch (``BatchSender.tails``) and ``streams.worker.fence``."""
 
     def __init__(self, table: Any, state: Any, producer: FaustProducer) -> None:
         self.table, self.state, self.batches = table, state, producer.batches
         self.topic = table.changelog_topic
         self.name = self.topic.get_topic_name()
+        self.batches.tails.add(self.name)   # a partition's last record alone in its batch
 
     def write(self, partition: int, key: str, value: bytes) -> Any:
         """Returns the record's future: done when the broker acknowledged it; sent at the

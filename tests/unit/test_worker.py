@@ -847,3 +847,53 @@ def test_records_go_out_a_batch_per_partition_in_order_each_acknowledged_with_it
             assert await sender.partition_of("t", key) == (murmur2(key) & 0x7FFFFFFF) % 8
 
     asyncio.run(run())
+
+
+def test_a_tail_topic_ends_each_partition_on_a_record_alone_in_its_batch():
+    from streams.worker.batches import BatchSender
+
+    async def run() -> None:
+        fake = FakeAioProducer()
+        sender = BatchSender(lambda: fake)
+        sender.tails.add("log")
+        futures = [sender.append("log", 0, b"k%d" % i, b"v%d" % i) for i in range(4)]
+        single = sender.append("log", 1, b"x", b"y")
+        plain = [sender.append("t", 0, b"a%d" % i, b"b") for i in range(2)]
+        await sender.flush()
+        by_partition = [(t, p, [k for k, _ in records]) for t, p, records, _ in fake.sent]
+        assert by_partition == [
+            ("log", 0, [b"k0", b"k1"]), ("log", 0, [b"k2"]),   # batches of two, in order
+            ("t", 0, [b"a0", b"a1"]),                          # other topics: as before
+            ("log", 0, [b"k3"]), ("log", 1, [b"x"])]           # the last ones alone, after
+        assert plain[0] is plain[1] and len(sender) == 0
+        for n, (*_, sent) in enumerate(fake.sent):
+            sent.set_result(n)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert [f.result() for f in futures] == [0, 0, 1, 3] and single.result() == 4
+        # a record held back joins the next batch when another one comes after it
+        held = sender.append("log", 2, b"h", b"v")
+        after = sender.append("log", 2, b"i", b"v")
+        await sender.flush()
+        assert [[k for k, _ in r] for _, p, r, _ in fake.sent[5:]] == [[b"h"], [b"i"]]
+        fake.sent[5][3].set_exception(RuntimeError("not enough replicas"))
+        fake.sent[6][3].set_result(6)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert isinstance(held.exception(), RuntimeError) and after.result() == 6
+
+    asyncio.run(run())
+
+
+def test_a_stored_offset_inside_the_last_batch_is_set_back_to_its_base_and_nothing_else():
+    from streams.worker.fence import fenced
+
+    # the partition's last batch holds offsets 7..9: Tansu reports its end as 8
+    assert fenced(9, reported_end=8, true_end=10) == 7
+    assert fenced(8, reported_end=8, true_end=10) == 7
+    assert fenced(7, reported_end=8, true_end=10) is None    # Faust's check passes: left
+    assert fenced(3, reported_end=8, true_end=10) is None    # behind: recovery reads the rest
+    assert fenced(None, reported_end=8, true_end=10) is None
+    # past the true end: the topic was deleted or the broker reset; Faust's check says so
+    assert fenced(10, reported_end=8, true_end=10) is None
+    assert fenced(40, reported_end=0, true_end=0) is None
