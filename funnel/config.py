@@ -81,6 +81,11 @@ class Fit(Strict):
     bands: QualityBands
     rules: list[FitRule]
 
+    @cached_property
+    def seen(self) -> dict[tuple[int, type, Any], Any]:
+        """What each rule (by its ``id``) gave for a value already seen (``funnel.scoring.fit``)."""
+        return {}
+
 
 class MqlRule(Strict):
     min_interest: float = Field(ge=0)

@@ -63,7 +63,7 @@ class _Cursor:
         by_score = interest >= mql.min_interest and lead.fit_score >= mql.min_fit
         # a known person who showed high intent (since the last recycling), even before we
         # knew who it was: identifying after a download qualifies
-        by_signal = lead.known and any(s in lead.fresh_signals() for s in mql.or_signals)
+        by_signal = lead.known and not lead.fresh_signals().isdisjoint(mql.or_signals)
         return by_score or by_signal
 
     def meets_sql_threshold(self) -> bool:
@@ -71,12 +71,12 @@ class _Cursor:
         sql = self.rules.lifecycle.sql
         return (self.lead.temperature in sql.temperatures
                 and self.lead.quality in sql.qualities
-                and any(s in self.lead.fresh_signals() for s in sql.signals))
+                and not self.lead.fresh_signals().isdisjoint(sql.signals))
 
     def passes_second_filter(self) -> bool:
         assert self.lead is not None
         second = self.rules.lifecycle.second_filter
-        if second.signals and any(s in self.lead.fresh_signals() for s in second.signals):
+        if second.signals and not self.lead.fresh_signals().isdisjoint(second.signals):
             return True
         traits = self.lead.traits
         return bool(second.traits) and all(traits.get(t) not in (None, "") for t in second.traits)
@@ -107,9 +107,9 @@ class Lifecycle:
                                initial="iql", auto_transitions=False, send_event=False)
         self.machine.add_model(self.cursor)
         self._allowed = {stage: self.machine.get_triggers(stage) for stage in STAGES}
-        self._moves: dict[tuple[str, str], list[tuple[str | None, list[tuple[str, bool]]]]] = {
-            (trigger, stage): [(t.dest, [(str(c.func), bool(c.target)) for c in t.conditions])
-                               for t in moves]
+        self._moves: dict[tuple[str, str], list[tuple[str | None, list[tuple[Any, bool]]]]] = {
+            (trigger, stage): [(t.dest, [(getattr(self.cursor, str(c.func)), bool(c.target))
+                                         for c in t.conditions]) for t in moves]
             for trigger, event in self.machine.events.items()
             for stage, moves in event.transitions.items()}
 
@@ -127,7 +127,10 @@ class Lifecycle:
         cursor.lead, cursor.signals = lead, signals or set()
         try:
             for dest, guards in moves:
-                if all(bool(getattr(cursor, name)()) == target for name, target in guards):
+                for guard, target in guards:
+                    if bool(guard()) != target:
+                        break
+                else:
                     return lead.stage if dest is None else dest
             return None
         finally:

@@ -115,7 +115,9 @@ class Lead(BaseModel):
     def fresh_signals(self) -> set[str]:
         """Signals seen since the lead was last recycled (all of them if never recycled)."""
         since = self.recycled_at
-        return {s for s, at in self.signals.items() if since is None or at > since}
+        if since is None:
+            return set(self.signals)
+        return {s for s, at in self.signals.items() if at > since}
 
     def points_since(self, since: datetime | None) -> float:
         return sum(r.points for r in self.contributions if since is None or (r.at and r.at > since))

@@ -43,6 +43,20 @@ class Condition(Strict):
     def not_in_lower(self) -> list[Any] | None:
         return None if self.not_in is None else [lowered(x) for x in self.not_in]
 
+    @cached_property
+    def ranged(self) -> bool:
+        """Whether a bound (``gt``, ``gte``, ``lt``, ``lte``) is set."""
+        return any(b is not None for b in (self.gt, self.gte, self.lt, self.lte))
+
+    @cached_property
+    def contains_lower(self) -> list[str] | None:
+        return None if self.contains_any is None else [w.lower() for w in self.contains_any]
+
+    @cached_property
+    def domains_lower(self) -> frozenset[str] | None:
+        return None if self.domain_not_in is None else frozenset(
+            d.lower() for d in self.domain_not_in)
+
     @model_validator(mode="before")
     @classmethod
     def _scalar_is_eq(cls, v: Any) -> Any:

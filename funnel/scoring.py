@@ -46,7 +46,7 @@ def holds(cond: Condition, value: Any) -> bool:
         return False
     if cond.not_in_lower is not None and lowered(value) in cond.not_in_lower:
         return False
-    if any(b is not None for b in (cond.gt, cond.gte, cond.lt, cond.lte)):
+    if cond.ranged:
         n = number(value)
         if n is None:
             return False
@@ -58,13 +58,18 @@ def holds(cond: Condition, value: Any) -> bool:
             return False
         if cond.lte is not None and not n <= cond.lte:
             return False
-    if cond.contains_any is not None:
+    words = cond.contains_lower
+    if words is not None:
         text = str(value).lower()
-        if not any(word.lower() in text for word in cond.contains_any):
+        for word in words:
+            if word in text:
+                break
+        else:
             return False
-    if cond.domain_not_in is not None:
+    domains = cond.domains_lower
+    if domains is not None:
         text = str(value).lower()
-        if "@" not in text or text.rsplit("@", 1)[1] in {d.lower() for d in cond.domain_not_in}:
+        if "@" not in text or text.rsplit("@", 1)[1] in domains:
             return False
     return True
 
@@ -194,16 +199,40 @@ def temperature(model: ScoringModel, score: float, previous: Temperature | None 
     return "cold"
 
 
+FIT_SEEN = 50_000   # values remembered per model before it starts again
+
+
 def fit(model: ScoringModel, traits: dict[str, Any]) -> tuple[float, list[Reason]]:
-    """Fit score from traits (does not decay) and the rules that gave it."""
+    """Fit score from traits (does not decay) and the rules that gave it.
+
+    What a rule gives for a scalar value (its reason, or nothing) is remembered: most leads
+    share their industries, sizes and countries, and this ran at every change of traits."""
     total = 0.0
     reasons = []
+    seen = model.fit.seen
+    if len(seen) > FIT_SEEN:
+        seen.clear()
     for rule in model.fit.rules:
-        if fit_rule_holds(rule, traits):
+        value = traits.get(rule.trait)
+        kind = type(value)
+        if kind is str or kind is int or kind is float or kind is bool or value is None:
+            key = (id(rule), kind, value)   # the type too: True == 1 == 1.0 as keys
+            reason = seen.get(key, seen)
+            if reason is seen:
+                reason = seen[key] = _fit_reason(rule, value)
+        else:
+            reason = _fit_reason(rule, value)
+        if reason is not None:
             total += rule.points
-            reasons.append(Reason(rule=rule.id, points=rule.points, kind="fit",
-                                  detail=f"{rule.trait}={traits.get(rule.trait)!s:.60}"))
+            reasons.append(reason)
     return max(total, 0.0), reasons
+
+
+def _fit_reason(rule: FitRule, value: Any) -> Reason | None:
+    if not holds(rule.when, value):
+        return None
+    return Reason(rule=rule.id, points=rule.points, kind="fit",
+                  detail=f"{rule.trait}={value!s:.60}")
 
 
 def fit_rule_holds(rule: FitRule, traits: dict[str, Any]) -> bool:

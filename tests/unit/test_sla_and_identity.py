@@ -267,3 +267,26 @@ def test_every_purchase_is_remembered_with_its_time_currency_and_id():
             for o in lead.recent_orders] == [("c-won", at(60), 900.0, "EUR", "sales"),
                                              ("m-order", at(90), 50.0, "USD", "event")]
     assert lead.snapshot().recent_orders == lead.recent_orders and lead.orders == 2
+
+
+def test_a_remembered_event_is_what_its_json_dump_would_be():
+    from funnel.history import EVENT_FIELDS, compact, revive
+    from schemas.events import InteractionEvent
+
+    events = [
+        InteractionEvent(messageId="m1", type="page", timestamp="2026-01-01T10:00:00.5+02:00",
+                         anonymousId="a", properties={"path": "/x", "n": None, "deep": {"v": 1}},
+                         context={"page": {"url": "u"}, "ip": "1.2.3.4"}, extra_field=3),
+        InteractionEvent(messageId="m2", type="track", event="Demo Requested", userId="u",
+                         timestamp="2026-01-01T00:00:00Z", traits={"email": "e@x.io"}),
+        InteractionEvent(messageId="m3", type="alias", userId="u", previousId="a",
+                         timestamp="2026-01-01T00:00:00.000001Z")]
+    for e in events:
+        item = compact(e)
+        dumped = e.model_dump(mode="json", exclude_none=True, include=EVENT_FIELDS)
+        assert orjson.dumps({**item["m"], "context": None}) \
+            == orjson.dumps({**dumped, "context": None})
+        assert revive(item) == InteractionEvent.model_validate(
+            {**dumped, **({"context": item["m"]["context"]} if "context" in item["m"] else {})})
+    assert compact(events[0])["m"]["timestamp"] == "2026-01-01T08:00:00.500000Z"
+    assert compact(events[0])["m"]["context"] == {"page": {"url": "u"}}   # only what replay needs
