@@ -12,7 +12,7 @@ import orjson
 
 from funnel import scoring
 from funnel.config import ScoringModel
-from funnel.history import Message, compact, message_time, remember
+from funnel.history import History, Message, compact, message_time, remember
 from funnel.lifecycle import Refused
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, ORDERS_KEPT, SEEN_WINDOW,
                           TRAITS_BYTES, Lead)
@@ -34,8 +34,21 @@ class CommandRefused(ValueError):
         self.reason = reason
 
 
+_BLANK: dict[int, tuple[ScoringModel, Lead]] = {}
+
+
 def new_lead(lead_id: str, model: ScoringModel) -> Lead:
-    return Lead(lead_id=lead_id, model_name=model.name, model_version=model.version)
+    """A lead nothing happened to yet: a copy of one blank lead per model (validating a new
+    ``Lead`` and its ~40 defaults was 8% of the core's time). Its containers are shared, as a
+    lead's are with its previous version: the core never changes one in place."""
+    blank = _BLANK.get(id(model))
+    if blank is None or blank[0] is not model:
+        blank = _BLANK[id(model)] = (model, Lead(lead_id="", model_name=model.name,
+                                                 model_version=model.version))
+    lead = blank[1].__copy__()
+    lead.lead_id = lead_id
+    lead.history = History()
+    return lead
 
 
 def process(lead: Lead, message: Message, model: ScoringModel) -> tuple[Lead, list[TransitionRecord]]:

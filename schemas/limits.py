@@ -50,9 +50,52 @@ def check_limits(message: dict[str, Any]) -> None:
 
 def check_values(message: dict[str, Any]) -> None:
     """The limits on values alone (strings, numbers, nesting), for any message."""
-    for key, value in message.items():
+    if within(message):
+        return
+    for key, value in message.items():   # which limit, and where
         _text(key, "message")
         _walk(value, key, 0)
+
+
+def within(message: dict[str, Any]) -> bool:
+    """Whether ``message`` keeps every limit on values: one pass without paths or messages
+    (``check_values`` walks it again to name the limit only when this says no). False also for
+    a value of a type JSON does not give."""
+    for key in message:
+        if "\x00" in key:
+            return False
+    return _values_within(message.values(), -1)
+
+
+def _within(value: dict | list, depth: int) -> bool:
+    if depth >= MAX_DEPTH:
+        return False
+    if type(value) is dict:
+        if len(value) > MAX_KEYS:
+            return False
+        for k in value:
+            if len(k) > MAX_KEY or "\x00" in k:
+                return False
+        return _values_within(value.values(), depth)
+    return len(value) <= MAX_ITEMS and _values_within(value, depth)
+
+
+def _values_within(values: Any, depth: int) -> bool:
+    """``values`` are the items of an object or array at ``depth``."""
+    for v in values:
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_STRING or "\x00" in v:
+                return False
+        elif t is float or t is int:
+            if not -MAX_NUMBER <= v <= MAX_NUMBER:   # NaN and infinities fail it too
+                return False
+        elif t is dict or t is list:
+            if not _within(v, depth + 1):
+                return False
+        elif v is not None and t is not bool:
+            return False
+    return True
 
 
 def check_amount(value: Any, where: str) -> None:

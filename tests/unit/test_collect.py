@@ -166,6 +166,47 @@ def test_unknown_fields_are_kept_but_bounded():
         parse_event(orjson.dumps(many))
 
 
+def test_the_quick_pass_over_the_limits_agrees_with_the_walk_that_names_them():
+    import random
+
+    from schemas.limits import MAX_ITEMS, LimitExceeded, _text, _walk, within
+
+    def walk_refuses(message: dict) -> bool:
+        try:
+            for key, value in message.items():
+                _text(key, "message")
+                _walk(value, key, 0)
+        except LimitExceeded:
+            return True
+        return False
+
+    rng = random.Random(5)
+    edges = ["ok", "x" * MAX_STRING, "x" * (MAX_STRING + 1), "a\x00b", 1e15, -1e15, 1e15 + 1,
+             float("nan"), float("inf"), 10**16, True, None, 3, 2.5, [], {}]
+
+    def value(depth: int):
+        roll = rng.random()
+        if roll < 0.02:   # wide: at, or just past, a size limit (leaves only)
+            n = rng.choice([MAX_KEYS, MAX_KEYS + 1])
+            return {f"w{i}": rng.choice(edges[:2]) for i in range(n)} if roll < 0.01 \
+                else [1] * (n - MAX_KEYS + MAX_ITEMS)
+        if depth < MAX_DEPTH + 2 and roll < 0.25:
+            return {rng.choice(["k" * 256, "k" * 257, "n\x00"]) if rng.random() < 0.1
+                    else f"k{i}": value(depth + 1) for i in range(rng.randint(0, 3))}
+        if depth < MAX_DEPTH + 2 and roll < 0.4:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return rng.choice(edges)
+
+    refused = 0
+    for _ in range(3000):
+        message = {"type": "page", "properties": value(0), "context": value(0)}
+        if rng.random() < 0.05:
+            message["bad\x00key"] = 1
+        assert within(message) != walk_refuses(message), message
+        refused += walk_refuses(message)
+    assert 300 < refused < 2700   # both kinds were tried, often
+
+
 def test_nesting_within_the_limit_is_accepted():
     msg = {**PAGE, "type": "page", "properties": nested(MAX_DEPTH - 2)}
     assert parse_event(orjson.dumps(msg)).properties["n"]
