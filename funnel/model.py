@@ -134,7 +134,10 @@ class Lead(BaseModel):
         for r in self.contributions:
             age = (self.interest_at - r.at).total_seconds() if self.interest_at and r.at else 0.0
             factor = 0.5 ** (max(age, 0.0) / (half_life_days * 86400.0)) if half_life_days else 1.0
-            out.append(r.model_copy(update={"decayed": round(r.points * factor, 6)}))
+            # a new Reason, not ``model_copy(update=…)``: half the time, once per contribution
+            # of every snapshot
+            out.append(Reason(rule=r.rule, points=r.points, at=r.at, kind=r.kind,
+                              detail=r.detail, decayed=round(r.points * factor, 6)))
         rest = round(shown(self.interest_raw) - sum(r.decayed or 0.0 for r in out), 6)
         if abs(rest) > 1e-6:
             out.append(Reason(rule="(older, cap and floor)", points=rest, at=self.interest_at,
