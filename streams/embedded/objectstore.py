@@ -16,12 +16,26 @@ import argparse
 import logging
 import os
 import threading
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import localbucket
 
 _writes = threading.Lock()
+_last_ns = 0   # the modification time of the last write (ns); each write's is later
+
+
+def _stamp(mtime_ns: int) -> str:
+    """An S3 LastModified to the microsecond. Tansu (0.6) answers a partition's end (ListOffsets
+    latest) with the base offset + 1 of the batch object modified *last*, the first listed among
+    equals; localbucket's LastModified is to the second, so a partition written to several times
+    in its last second reported an end inside it (1 for a partition of 25 one-record batches)."""
+    seconds, rest = divmod(mtime_ns, 1_000_000_000)
+    return (datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            + f".{rest // 1000:06d}Z")
 
 
 class Handler(localbucket.S3Handler):
@@ -35,14 +49,35 @@ class Handler(localbucket.S3Handler):
         pass
 
     def _write_object(self, bucket: str, key: str, write) -> str:
+        global _last_ns
         with _writes:
             wanted = self.headers.get("If-Match")
+            target = self._object_path(bucket, key)
             if wanted is not None:
-                target = self._object_path(bucket, key)
                 if not target.is_file() or not localbucket.etag_matches(
                         wanted, localbucket.object_etag(target)):
                     raise self._precondition_failed_error()
-            return super()._write_object(bucket, key, write)
+            etag = super()._write_object(bucket, key, write)
+            # every write a later modification time than the one before it (see _stamp)
+            _last_ns = max(time.time_ns(), _last_ns + 1000)
+            os.utime(target, ns=(_last_ns, _last_ns))
+            localbucket.remember_etag(target, etag)
+            return etag
+
+    def _add_list_entries(self, root, contents: list[tuple[str, Path]],
+                          common_prefixes: list[str], encode) -> None:
+        """localbucket's listing, each object's LastModified to the microsecond (``_stamp``)."""
+        for key, path in contents:
+            item = ET.SubElement(root, "Contents")
+            stat = path.stat()
+            localbucket.sub_element(item, "Key", encode(key))
+            localbucket.sub_element(item, "LastModified", _stamp(stat.st_mtime_ns))
+            localbucket.sub_element(item, "ETag", f'"{localbucket.object_etag(path)}"')
+            localbucket.sub_element(item, "Size", str(stat.st_size))
+            localbucket.sub_element(item, "StorageClass", "STANDARD")
+        for common in common_prefixes:
+            item = ET.SubElement(root, "CommonPrefixes")
+            localbucket.sub_element(item, "Prefix", encode(common))
 
     def _list_entries(self, bucket_dir: Path, prefix: str, delimiter: str, marker: str,
                       marker_is_prefix: bool, max_keys: int):

@@ -50,14 +50,26 @@ def fence_tables(app: Any, settings: Settings) -> int:
         return 0
     reported, true = reported_and_true_ends(settings, [(tp.topic, tp.partition) for tp in stores])
     moved = 0
-    for tp, store in stores.items():
-        persisted = store.persisted_offset(tp)
-        offset = fenced(persisted, reported.get((tp.topic, tp.partition), 0),
-                        true.get((tp.topic, tp.partition), 0))
-        if offset is not None:
-            log.warning("%s[%s]: stored offset %s lies in the partition's last record batch; "
-                        "set back to its base %s (the broker reports that as the end)",
-                        tp.topic, tp.partition, persisted, offset)
-            store.set_persisted_offset(tp, offset)
-            moved += 1
+    try:
+        for tp, store in stores.items():
+            persisted = store.persisted_offset(tp)
+            offset = fenced(persisted, reported.get((tp.topic, tp.partition), 0),
+                            true.get((tp.topic, tp.partition), 0))
+            if offset is not None:
+                log.warning("%s[%s]: stored offset %s lies in the partition's last record "
+                            "batch; set back to its base %s (the broker reports that as the "
+                            "end)", tp.topic, tp.partition, persisted, offset)
+                store.set_persisted_offset(tp, offset)
+                moved += 1
+    finally:   # closed again: a partition this worker is not given stays free for another
+        for tp, store in stores.items():
+            close_partition(store, tp.partition)
     return moved
+
+
+def close_partition(store: Any, partition: int) -> None:
+    """Close the database of ``partition`` that ``store`` (Faust's ``rocksdb://``) opened: Faust
+    opens it again when the partition is assigned to this worker."""
+    db = store._dbs.pop(partition, None)
+    if db is not None:
+        db.close()

@@ -11,13 +11,30 @@ from kafka import KafkaProducer
 from kafka.admin import NewTopic
 
 from streams.clients import admin, reported_and_true_ends
+from streams.settings import Settings
 from streams.worker.fence import fence_tables
 from tests.integration.conftest import fresh_settings
 
 
+class FakeDB:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeStore:
+    """Faust's ``rocksdb://`` store: a database per partition, opened when first used."""
+
     def __init__(self, offsets: dict[int, int], tmp: Path) -> None:
         self.offsets, self.tmp = offsets, tmp
+        self._dbs: dict[int, FakeDB] = {}
+        self.opened: list[FakeDB] = []
+
+    def _open(self, partition: int) -> None:
+        if partition not in self._dbs:
+            self._dbs[partition] = FakeDB()
+            self.opened.append(self._dbs[partition])
 
     def partition_path(self, partition: int) -> Path:
         path = self.tmp / f"p{partition}.db"
@@ -26,9 +43,11 @@ class FakeStore:
         return path
 
     def persisted_offset(self, tp) -> int | None:
+        self._open(tp.partition)
         return self.offsets.get(tp.partition)
 
     def set_persisted_offset(self, tp, offset: int) -> None:
+        self._open(tp.partition)
         self.offsets[tp.partition] = offset
 
 
@@ -73,6 +92,8 @@ def test_a_stored_offset_in_the_last_batch_is_fenced_to_what_the_broker_reports(
     store = FakeStore({0: 4}, tmp_path)     # recovered the whole partition
     moved = fence_tables(FakeApp(FakeTable(topic, store)), settings)
     assert store.offsets[0] == reported[(topic, 0)] - 1 and moved == (reported[(topic, 0)] == 3)
+    # the databases it opened are closed again: free for a worker given those partitions
+    assert store._dbs == {} and store.opened and all(db.closed for db in store.opened)
 
     behind = FakeStore({0: 1}, tmp_path / "b")   # recovery reads the rest: left
     (tmp_path / "b").mkdir()
@@ -81,3 +102,27 @@ def test_a_stored_offset_in_the_last_batch_is_fenced_to_what_the_broker_reports(
     assert fence_tables(FakeApp(FakeTable(topic, behind), FakeTable(topic, reset)),
                         settings) == 0
     assert behind.offsets == {0: 1} and reset.offsets == {0: 9, 1: 0}
+
+
+def test_the_disk_backed_embedded_broker_reports_a_partitions_end(tmp_path):
+    """Tansu's ``s3://`` engine answers ListOffsets(latest) from the batch object modified last:
+    with LastModified to the second it answered 1 for a partition written 25 times in a second,
+    and Faust's recovery trusted it."""
+    from streams.embedded.stack import EmbeddedBroker
+
+    broker = EmbeddedBroker(tmp_path, durable=True).start()
+    try:
+        settings = Settings(broker=broker.url, partitions=1)
+        client = admin(settings)
+        try:
+            client.create_topics([NewTopic("ends", 1, 1)])
+        finally:
+            client.close()
+        out = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), linger_ms=0)
+        for i in range(25):
+            out.send("ends", b"v%d" % i, partition=0).get(30)
+        out.close()
+        reported, true = reported_and_true_ends(settings, [("ends", 0)])
+        assert reported == true == {("ends", 0): 25}
+    finally:
+        broker.stop()

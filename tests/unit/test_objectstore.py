@@ -80,3 +80,22 @@ def test_listing_a_prefix_sees_only_its_folder_in_key_order_after_the_marker(sto
     assert keys(body) == ([], ["t/p0/", "t/p1/"])
     _, _, body = call("GET", f"{url}?list-type=2&prefix=t/p0/records/&max-keys=2")
     assert len(keys(body)[0]) == 2 and b"<IsTruncated>true</IsTruncated>" in body
+
+
+def test_a_listing_orders_writes_by_their_modification_time_to_the_microsecond(store):
+    from datetime import datetime
+
+    url, _ = store
+    for n in range(30):   # well within one second: the broker takes the last modified as the end
+        assert call("PUT", f"{url}/p/{n:020d}.batch", b"x", If_None_Match="*")[0] == 200
+    status, _, body = call("GET", f"{url}?list-type=2&prefix=p/")
+    root = ET.fromstring(body)
+    stamps = [datetime.fromisoformat(t.text.replace("Z", "+00:00"))
+              for t in root.iter(f"{NS}LastModified")]
+    assert status == 200 and len(stamps) == 30
+    assert all(a < b for a, b in zip(stamps, stamps[1:]))   # strictly later, write after write
+    # rewriting an object makes it the latest
+    assert call("PUT", f"{url}/p/{0:020d}.batch", b"y")[0] == 200
+    root = ET.fromstring(call("GET", f"{url}?list-type=2&prefix=p/")[2])
+    latest = max(root.iter(f"{NS}Contents"), key=lambda c: c.find(f"{NS}LastModified").text)
+    assert latest.find(f"{NS}Key").text == f"p/{0:020d}.batch"
