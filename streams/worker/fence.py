@@ -48,10 +48,15 @@ def fence_tables(app: Any, settings: Settings) -> int:
                 stores[TP(name, partition)] = table.data
     if not stores:
         return 0
-    reported, true = reported_and_true_ends(settings, [(tp.topic, tp.partition) for tp in stores])
-    moved = 0
     try:
-        for tp, store in stores.items():
+        reported, true = reported_and_true_ends(settings, [(tp.topic, tp.partition)
+                                                           for tp in stores])
+    except Exception as exc:  # noqa: BLE001  (Faust's own check still runs)
+        log.warning("the changelogs' ends could not be read (%s); offsets not fenced", exc)
+        return 0
+    moved = 0
+    for tp, store in stores.items():
+        try:
             persisted = store.persisted_offset(tp)
             offset = fenced(persisted, reported.get((tp.topic, tp.partition), 0),
                             true.get((tp.topic, tp.partition), 0))
@@ -61,8 +66,9 @@ def fence_tables(app: Any, settings: Settings) -> int:
                             "end)", tp.topic, tp.partition, persisted, offset)
                 store.set_persisted_offset(tp, offset)
                 moved += 1
-    finally:   # closed again: a partition this worker is not given stays free for another
-        for tp, store in stores.items():
+        except Exception as exc:  # noqa: BLE001  (e.g. another worker on this data dir holds it)
+            log.warning("%s[%s]: stored offset not checked: %s", tp.topic, tp.partition, exc)
+        finally:   # closed again: a partition this worker is not given stays free for another
             close_partition(store, tp.partition)
     return moved
 

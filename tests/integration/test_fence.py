@@ -126,3 +126,34 @@ def test_the_disk_backed_embedded_broker_reports_a_partitions_end(tmp_path):
         assert reported == true == {("ends", 0): 25}
     finally:
         broker.stop()
+
+
+def test_a_store_that_cannot_be_opened_is_left_to_faust_and_the_others_are_fenced(
+        backends, tmp_path):
+    """Another worker on the same data dir may hold a partition's database: that partition is
+    skipped (Faust retries its own open), the start goes on."""
+    settings = fresh_settings(backends, tmp_path, partitions=2)
+    topic = f"{settings.topic_prefix}lead-state-changelog"
+    client = admin(settings)
+    try:
+        client.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        client.close()
+    out = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), linger_ms=200)
+    for p in (0, 1):
+        for i in range(3):
+            out.send(topic, key=b"k%d" % i, value=b"v", partition=p)
+    out.flush()
+    out.close()
+
+    class Locked(FakeStore):
+        def persisted_offset(self, tp) -> int | None:
+            if tp.partition == 0:
+                raise OSError("IO error: lock hold by current process")
+            return super().persisted_offset(tp)
+
+    store = Locked({0: 2, 1: 2}, tmp_path)
+    fence_tables(FakeApp(FakeTable(topic, store)), settings)
+    reported, _ = reported_and_true_ends(settings, [(topic, 1)])
+    assert store.offsets[0] == 2                                # left as it was
+    assert store.offsets[1] == min(2, reported[(topic, 1)] - 1)  # fenced as usual
