@@ -69,8 +69,9 @@ class FakeApp:
         self.tables = {n: t for n, t in enumerate(tables)}
 
 
-def test_a_stored_offset_in_the_last_batch_is_fenced_to_what_the_broker_reports(
-        backends, tmp_path):
+def changelog(backends, tmp_path) -> tuple[Settings, str, KafkaProducer]:
+    """Fresh settings (2 partitions), a changelog topic of two partitions, a producer that
+    batches what is sent within 200 ms."""
     settings = fresh_settings(backends, tmp_path, partitions=2)
     topic = f"{settings.topic_prefix}lead-state-changelog"
     client = admin(settings)
@@ -78,7 +79,13 @@ def test_a_stored_offset_in_the_last_batch_is_fenced_to_what_the_broker_reports(
         client.create_topics([NewTopic(topic, 2, 1)])
     finally:
         client.close()
-    out = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), linger_ms=200)
+    return settings, topic, KafkaProducer(bootstrap_servers=settings.bootstrap_servers(),
+                                          linger_ms=200)
+
+
+def test_a_stored_offset_in_the_last_batch_is_fenced_to_what_the_broker_reports(
+        backends, tmp_path):
+    settings, topic, out = changelog(backends, tmp_path)
     for i in range(2):
         out.send(topic, key=b"k", value=b"alone %d" % i, partition=0).get(30)  # batches of one
     for i in range(3):   # one batch of three: offsets 2..4
@@ -132,14 +139,7 @@ def test_a_store_that_cannot_be_opened_is_left_to_faust_and_the_others_are_fence
         backends, tmp_path):
     """Another worker on the same data dir may hold a partition's database: that partition is
     skipped (Faust retries its own open), the start goes on."""
-    settings = fresh_settings(backends, tmp_path, partitions=2)
-    topic = f"{settings.topic_prefix}lead-state-changelog"
-    client = admin(settings)
-    try:
-        client.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        client.close()
-    out = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), linger_ms=200)
+    settings, topic, out = changelog(backends, tmp_path)
     for p in (0, 1):
         for i in range(3):
             out.send(topic, key=b"k%d" % i, value=b"v", partition=p)
