@@ -33,11 +33,11 @@ class Emitter:
         for t in transitions:
             assert snap is not None
             self.outbox.cloudevent(self.topics.transitions, new.lead_id, transition_event(t, snap))
-            self.metrics.transitions.labels(t.to_stage).inc()
+            self.metrics.inc(self.metrics.transitions, t.to_stage)
             handoff = handoff_event(t, snap)
             if handoff is not None:
                 self.outbox.cloudevent(self.topics.handoff(t.to_stage), new.lead_id, handoff)
-                self.metrics.handoffs.labels(t.to_stage).inc()
+                self.metrics.inc(self.metrics.handoffs, t.to_stage)
         if breached:
             assert snap is not None
             self.outbox.cloudevent(self.topics.alerts, new.lead_id,

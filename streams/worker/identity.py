@@ -38,7 +38,7 @@ class IdentityProtocol:
             marked, history = accept_link(lead, link.into, link.email, link.via)
         except LinkRefused as exc:
             log.info("identity link refused: %s", exc)
-            p.metrics.identity.labels("link_refused").inc()
+            p.metrics.inc(p.metrics.identity, "link_refused")
             p.outbox.dead_letter(source, "link_refused", str(exc))
             return
         if marked is None:
@@ -57,7 +57,7 @@ class IdentityProtocol:
         new, transitions = merge(lead, items, absorb.from_, at, self.p.model)
         if new is lead:
             return   # the same absorb again (read again after a restart)
-        self.p.metrics.identity.labels("merge").inc()
+        self.p.metrics.inc(self.p.metrics.identity, "merge")
         self.p.changed(lead, new, source.partition, transitions)
 
     def on_forward(self, forward: Forward, source: Source) -> None:
@@ -82,7 +82,7 @@ class IdentityProtocol:
 
     def forward(self, lead: Lead, item: Item) -> None:
         """``item`` arrived under ``lead``'s id, which is merged into another lead."""
-        self.p.metrics.identity.labels("forward").inc()
+        self.p.metrics.inc(self.p.metrics.identity, "forward")
         self.p.emitter.identity(lead.merged_into or "", None, Forward.model_validate(
             {"from": lead.lead_id, "into": lead.merged_into, "item": HistoryItem(**item),
              "hops": 1}))

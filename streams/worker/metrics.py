@@ -34,9 +34,19 @@ class Metrics:
                                     "not yet written to PostgreSQL (this worker's partitions)",
                                     registry=r)
         self.projection_behind = 0   # the gauge's value, for the worker's /healthz
+        self._series: dict[tuple[int, str], Counter] = {}
         self.projection_lag_seconds = Gauge(
             "funnel_projection_lag_seconds", "Age of the last snapshot written to PostgreSQL "
             "when it was written (broker time)", registry=r)
+
+    def inc(self, counter: Counter, label: str) -> None:
+        """``counter.labels(label).inc()``, its labelled series looked up once (``labels`` takes
+        a lock and builds its key at every call; this runs for every event)."""
+        key = (id(counter), label)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = counter.labels(label)
+        series.inc()
 
     def set_projection_lag(self, behind: int) -> None:
         self.projection_behind = behind

@@ -39,7 +39,7 @@ class Outbox:
     def dead_letter(self, source: Source, code: str, detail: str) -> None:
         """The original bytes on the DLQ with the reason and where they came from."""
         self.records.append(dead_letter_record(self.topics.dlq, source, code, detail))
-        self.metrics.dead_letters.labels(code).inc()
+        self.metrics.inc(self.metrics.dead_letters, code)
 
     def rekey(self, source: Source, key: str) -> None:
         """The message again on its own topic, under the key it should have had."""

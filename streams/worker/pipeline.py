@@ -82,11 +82,11 @@ class Pipeline:
             self.outbox.dead_letter(source, "processing_error", f"{type(exc).__name__}: {exc}")
 
     def on_event(self, event: InteractionEvent, source: Source) -> None:
-        self.metrics.events.labels(event.type).inc()
+        self.metrics.inc(self.metrics.events, event.type)
         self.decide(event.lead_key, event, source)
 
     def on_command(self, command: SalesCommand, source: Source) -> None:
-        self.metrics.commands.labels(command.action).inc()
+        self.metrics.inc(self.metrics.commands, command.action)
         self.decide(command.lead_id, command, source)
 
     def on_spend(self, spend: AdSpend, source: Source) -> None:
