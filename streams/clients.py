@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -57,10 +57,12 @@ def producer(settings: Settings, **kw: object) -> KafkaProducer:
                          compression_type=settings.compression_type(), **kw)
 
 
-def _true_ends(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """End offsets of ``tps``. ListOffsets alone is not trusted: some Kafka-compatible brokers
-    (Tansu 0.6) answer the base offset of the last record batch + 1 there, so the high
-    watermark of a fetch from just before that point is taken when it is higher."""
+def _ends(consumer: KafkaConsumer, tps: list[TopicPartition]
+          ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """(the end ListOffsets reports, the true end) of each of ``tps``. ListOffsets alone is not
+    trusted: some Kafka-compatible brokers (Tansu 0.6) answer the base offset of the last record
+    batch + 1 there, so the high watermark of a fetch from just before that point is taken when
+    it is higher."""
     reported = consumer.end_offsets(tps)
     consumer.assign(tps)
     for tp in tps:
@@ -69,40 +71,35 @@ def _true_ends(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[Topic
         consumer.poll(timeout_ms=200, max_records=10_000)
         if all(consumer.highwater(tp) is not None or reported[tp] == 0 for tp in tps):
             break
-    return {tp: max(reported[tp], consumer.highwater(tp) or 0) for tp in tps}
+    return reported, {tp: max(reported[tp], consumer.highwater(tp) or 0) for tp in tps}
 
 
-def reported_and_true_ends(settings: Settings, partitions: list[tuple[str, int]]
-                           ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
-    """For each (topic, partition): the end ListOffsets reports, and the true one (``_true_ends``)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
-                             enable_auto_commit=False, fetch_max_wait_ms=50,
-                             client_id="funnel-offsets")
-    try:
-        consumer.topics()
-        tps = [TopicPartition(t, p) for t, p in partitions
-               if p in (consumer.partitions_for_topic(t) or ())]
-        if not tps:
-            return {}, {}
-        reported = {(tp.topic, tp.partition): n for tp, n in consumer.end_offsets(tps).items()}
-        true = _true_ends(consumer, tps)
-        return reported, {(tp.topic, tp.partition): n for tp, n in true.items()}
-    finally:
-        consumer.close()
-
-
-def end_offsets(settings: Settings, topic_names: Iterable[str]) -> dict[TopicPartition, int]:
+def _partition_ends(settings: Settings, partitions: Callable[[KafkaConsumer], list[TopicPartition]]
+                    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """``_ends`` of the partitions ``partitions`` picks once the metadata is known."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
                              enable_auto_commit=False, fetch_max_wait_ms=50,
                              client_id="funnel-offsets")
     try:
         consumer.topics()   # a full metadata refresh, so that every partition is known
-        tps = []
-        for name in topic_names:
-            tps.extend(TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ())
-        return _true_ends(consumer, tps) if tps else {}
+        tps = partitions(consumer)
+        return _ends(consumer, tps) if tps else ({}, {})
     finally:
         consumer.close()
+
+
+def reported_and_true_ends(settings: Settings, partitions: list[tuple[str, int]]
+                           ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """For each (topic, partition) that exists: the end ListOffsets reports, and the true one
+    (keys are ``TopicPartition``s, which equal their ``(topic, partition)`` tuples)."""
+    return _partition_ends(settings, lambda c: [
+        TopicPartition(t, p) for t, p in partitions if p in (c.partitions_for_topic(t) or ())])
+
+
+def end_offsets(settings: Settings, topic_names: Iterable[str]) -> dict[TopicPartition, int]:
+    return _partition_ends(settings, lambda c: [
+        TopicPartition(name, p) for name in topic_names
+        for p in c.partitions_for_topic(name) or ()])[1]
 
 
 def group_lag(settings: Settings, group: str, topic_names: Iterable[str]) -> int:
@@ -119,7 +116,7 @@ def group_lag(settings: Settings, group: str, topic_names: Iterable[str]) -> int
             tps.extend(TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ())
         if not tps:
             return 0
-        ends = _true_ends(consumer, tps)
+        _, ends = _ends(consumer, tps)
         lag = 0
         for tp in tps:
             done = consumer.committed(tp) or 0

@@ -49,8 +49,7 @@ def fence_tables(app: Any, settings: Settings) -> int:
     if not stores:
         return 0
     try:
-        reported, true = reported_and_true_ends(settings, [(tp.topic, tp.partition)
-                                                           for tp in stores])
+        reported, true = reported_and_true_ends(settings, list(stores))   # TPs are tuples
     except Exception as exc:  # noqa: BLE001  (Faust's own check still runs)
         log.warning("the changelogs' ends could not be read (%s); offsets not fenced", exc)
         return 0
@@ -58,8 +57,7 @@ def fence_tables(app: Any, settings: Settings) -> int:
     for tp, store in stores.items():
         try:
             persisted = store.persisted_offset(tp)
-            offset = fenced(persisted, reported.get((tp.topic, tp.partition), 0),
-                            true.get((tp.topic, tp.partition), 0))
+            offset = fenced(persisted, reported.get(tp, 0), true.get(tp, 0))
             if offset is not None:
                 log.warning("%s[%s]: stored offset %s lies in the partition's last record "
                             "batch; set back to its base %s (the broker reports that as the "
