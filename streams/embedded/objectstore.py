@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -25,17 +24,16 @@ from pathlib import Path
 import localbucket
 
 _writes = threading.Lock()
-_last_ns = 0   # the modification time of the last write (ns); each write's is later
+_last_ns = 0   # the modification time of the last write (ns, a whole µs); each write's is later
 
 
-def _stamp(mtime_ns: int) -> str:
-    """An S3 LastModified to the microsecond. Tansu (0.6) answers a partition's end (ListOffsets
-    latest) with the base offset + 1 of the batch object modified *last*, the first listed among
-    equals; localbucket's LastModified is to the second, so a partition written to several times
-    in its last second reported an end inside it (1 for a partition of 25 one-record batches)."""
-    seconds, rest = divmod(mtime_ns, 1_000_000_000)
-    return (datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-            + f".{rest // 1000:06d}Z")
+def _iso_timestamp(epoch: float) -> str:
+    """localbucket's S3 date (``iso_timestamp``) to the microsecond, not the second. Tansu (0.6)
+    answers a partition's end (ListOffsets latest) with the base offset + 1 of the batch object
+    modified *last*, the first listed among equals: to the second, a partition written to several
+    times in its last second reported an end inside it (1 for a partition of 25 one-record
+    batches). Every write's modification time is a later whole microsecond (``_write_object``)."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Handler(localbucket.S3Handler):
@@ -58,26 +56,11 @@ class Handler(localbucket.S3Handler):
                         wanted, localbucket.object_etag(target)):
                     raise self._precondition_failed_error()
             etag = super()._write_object(bucket, key, write)
-            # every write a later modification time than the one before it (see _stamp)
-            _last_ns = max(time.time_ns(), _last_ns + 1000)
+            # every write a later modification time than the one before it (_iso_timestamp)
+            _last_ns = max(time.time_ns() // 1000 * 1000, _last_ns + 1000)
             os.utime(target, ns=(_last_ns, _last_ns))
             localbucket.remember_etag(target, etag)
             return etag
-
-    def _add_list_entries(self, root, contents: list[tuple[str, Path]],
-                          common_prefixes: list[str], encode) -> None:
-        """localbucket's listing, each object's LastModified to the microsecond (``_stamp``)."""
-        for key, path in contents:
-            item = ET.SubElement(root, "Contents")
-            stat = path.stat()
-            localbucket.sub_element(item, "Key", encode(key))
-            localbucket.sub_element(item, "LastModified", _stamp(stat.st_mtime_ns))
-            localbucket.sub_element(item, "ETag", f'"{localbucket.object_etag(path)}"')
-            localbucket.sub_element(item, "Size", str(stat.st_size))
-            localbucket.sub_element(item, "StorageClass", "STANDARD")
-        for common in common_prefixes:
-            item = ET.SubElement(root, "CommonPrefixes")
-            localbucket.sub_element(item, "Prefix", encode(common))
 
     def _list_entries(self, bucket_dir: Path, prefix: str, delimiter: str, marker: str,
                       marker_is_prefix: bool, max_keys: int):
@@ -130,6 +113,7 @@ def serve(root: Path, host: str, port: int) -> ThreadingHTTPServer:
     """A server over ``root`` (created if missing); call ``serve_forever`` on it."""
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    localbucket.iso_timestamp = _iso_timestamp   # every date the server writes
     Handler.data_root = root
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
