@@ -95,11 +95,11 @@ class BatchSender:
         futures ``append`` gave for that). A held record goes last, alone in its batch."""
         batches = self.full + [(t, p, b, d) for (t, p), (b, d) in self.open.items()]
         self.full, self.open = [], {}
-        for (topic, partition), held in self.held.items():
-            self._join(topic, partition, held)
-            batches += [(t, p, b, d) for (t, p), (b, d) in self.open.items()]
-            self.open = {}
-        self.held = {}
+        held, self.held = self.held, {}
+        for (topic, partition), record in held.items():   # one partition each: a batch each
+            self._join(topic, partition, record)
+        batches += [(t, p, b, d) for (t, p), (b, d) in self.open.items()]
+        self.open = {}
         producer = self.producer()
         for topic, partition, builder, done in batches:
             try:
