@@ -6,10 +6,11 @@ file, the field and what is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -190,6 +191,19 @@ DEFAULT_MODEL = "default.yaml"
 def default_model_text() -> str:
     """The packaged default model file, as text (to copy and edit)."""
     return resources.files("funnel.models").joinpath(DEFAULT_MODEL).read_text("utf-8")
+
+
+T = TypeVar("T")
+
+
+def per_model(cache: dict[int, tuple[ScoringModel, Any]], model: ScoringModel,
+              make: Callable[[ScoringModel], T]) -> T:
+    """``make(model)``, made once per model object and kept in ``cache`` (by ``id``, checked
+    against the object itself: an id is reused once its model is gone)."""
+    entry = cache.get(id(model))
+    if entry is None or entry[0] is not model:
+        entry = cache[id(model)] = (model, make(model))
+    return entry[1]
 
 
 def load_model(path: str | Path | None = None) -> ScoringModel:

@@ -11,7 +11,7 @@ from datetime import datetime
 import orjson
 
 from funnel import scoring
-from funnel.config import ScoringModel
+from funnel.config import ScoringModel, per_model
 from funnel.history import History, Message, compact, message_time, remember
 from funnel.lifecycle import Refused
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, ORDERS_KEPT, SEEN_WINDOW,
@@ -41,11 +41,8 @@ def new_lead(lead_id: str, model: ScoringModel) -> Lead:
     """A lead nothing happened to yet: a copy of one blank lead per model (validating a new
     ``Lead`` and its ~40 defaults was 8% of the core's time). Its containers are shared, as a
     lead's are with its previous version: the core never changes one in place."""
-    blank = _BLANK.get(id(model))
-    if blank is None or blank[0] is not model:
-        blank = _BLANK[id(model)] = (model, Lead(lead_id="", model_name=model.name,
-                                                 model_version=model.version))
-    lead = blank[1].__copy__()
+    lead = per_model(_BLANK, model, lambda m: Lead(
+        lead_id="", model_name=m.name, model_version=m.version)).__copy__()
     lead.lead_id = lead_id
     lead.history = History()
     return lead

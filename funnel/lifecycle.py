@@ -9,7 +9,7 @@ from typing import Any
 
 from transitions import Machine
 
-from funnel.config import ScoringModel
+from funnel.config import ScoringModel, per_model
 from funnel.model import Lead
 from schemas.lead import STAGES as ALL_STAGES
 
@@ -141,8 +141,4 @@ _LIFECYCLES: dict[int, tuple[ScoringModel, Lifecycle]] = {}
 
 
 def lifecycle_for(rules: ScoringModel) -> Lifecycle:
-    entry = _LIFECYCLES.get(id(rules))
-    if entry is None or entry[0] is not rules:
-        entry = (rules, Lifecycle(rules))
-        _LIFECYCLES[id(rules)] = entry
-    return entry[1]
+    return per_model(_LIFECYCLES, rules, Lifecycle)
