@@ -20,6 +20,11 @@ from schemas.lead import (
     Stage,
     Temperature,
     TransitionRecord,
+    iso,
+    order_json,
+    reason_json,
+    snapshot_bytes,
+    transition_json,
 )
 
 SEEN_WINDOW = 500          # message/command ids remembered per lead for deduplication
@@ -130,19 +135,28 @@ class Lead(BaseModel):
         """The interest contributions, each with its value decayed to the score's time, plus one
         adjustment (older contributions no longer kept, the cap, the floor at zero) so that the
         decayed values add up to the interest score exactly."""
-        out = []
+        decayed, rest = self._decayed(half_life_days)
+        # new Reasons, not ``model_copy(update=…)``: half the time, once per contribution
+        out = [Reason(rule=r.rule, points=r.points, at=r.at, kind=r.kind, detail=r.detail,
+                      decayed=d) for r, d in zip(self.contributions, decayed)]
+        if rest is not None:
+            out.append(self._adjustment(rest))
+        return out
+
+    def _decayed(self, half_life_days: float | None) -> tuple[list[float], float | None]:
+        """Each contribution's decayed value, and the adjustment that makes them add up (None:
+        they already do)."""
+        values = []
         for r in self.contributions:
             age = (self.interest_at - r.at).total_seconds() if self.interest_at and r.at else 0.0
             factor = 0.5 ** (max(age, 0.0) / (half_life_days * 86400.0)) if half_life_days else 1.0
-            # a new Reason, not ``model_copy(update=…)``: half the time, once per contribution
-            # of every snapshot
-            out.append(Reason(rule=r.rule, points=r.points, at=r.at, kind=r.kind,
-                              detail=r.detail, decayed=round(r.points * factor, 6)))
-        rest = round(shown(self.interest_raw) - sum(r.decayed or 0.0 for r in out), 6)
-        if abs(rest) > 1e-6:
-            out.append(Reason(rule="(older, cap and floor)", points=rest, at=self.interest_at,
-                              kind="adjustment", decayed=rest))
-        return out
+            values.append(round(r.points * factor, 6))
+        rest = round(shown(self.interest_raw) - sum(values), 6)
+        return values, (rest if abs(rest) > 1e-6 else None)
+
+    def _adjustment(self, rest: float) -> Reason:
+        return Reason(rule="(older, cap and floor)", points=rest, at=self.interest_at,
+                      kind="adjustment", decayed=rest)
 
     def snapshot(self, half_life_days: float | None = None) -> LeadSnapshot:
         # built without validation: every value comes from this (validated) lead, with the
@@ -191,6 +205,41 @@ class Lead(BaseModel):
 
 def _str_or_none(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
+    """``lead.snapshot(half_life_days).model_dump_json()``, the same bytes, built directly."""
+    decayed, rest = lead._decayed(half_life_days)
+    contributions = [reason_json(r, d) for r, d in zip(lead.contributions, decayed)]
+    if rest is not None:
+        contributions.append(reason_json(lead._adjustment(rest)))
+    ft = lead.first_touch
+    return snapshot_bytes({
+        "lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
+        "interest_score": round(shown(lead.interest_raw), 3), "temperature": lead.temperature,
+        "fit_score": round(lead.fit_score, 3), "quality": lead.quality, "origin": lead.origin,
+        "email": _str_or_none(lead.traits.get("email")),
+        "company": _str_or_none(lead.traits.get("company")), "traits": lead.traits,
+        "first_touch": {"source": ft.source, "medium": ft.medium, "campaign": ft.campaign},
+        "first_seen_at": iso(lead.first_seen_at), "last_activity_at": iso(lead.last_activity_at),
+        "stage_entered_at": iso(lead.stage_entered_at), "mql_at": iso(lead.mql_at),
+        "sql_at": iso(lead.sql_at), "customer_at": iso(lead.customer_at),
+        "sal_at": iso(lead.sal_at), "recycled_at": iso(lead.recycled_at),
+        "disqualified_at": iso(lead.disqualified_at),
+        "last_sales_action_at": iso(lead.last_sales_action_at),
+        "sla_breached_at": iso(lead.sla_breached_at), "merged_into": lead.merged_into,
+        "merged_from": lead.merged_from, "aliases": lead.aliases, "orders": lead.orders,
+        "revenue": round(lead.revenue, 2),
+        "revenue_by_currency": {k: round(v, 2) for k, v in lead.revenue_by_currency.items()},
+        "recent_orders": [order_json(o) for o in lead.recent_orders],
+        "events_count": lead.events_count, "model_name": lead.model_name,
+        "model_version": lead.model_version,
+        "reasons": [reason_json(r) for r in lead.top_reasons()],
+        "contributions": contributions,
+        "fit_reasons": [reason_json(r) for r in lead.fit_reasons],
+        "interest_at": iso(lead.interest_at),
+        "transitions": [transition_json(t) for t in lead.transitions],
+    })
 
 
 LEAD_FIELDS = frozenset(Lead.model_fields)

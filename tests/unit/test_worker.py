@@ -62,7 +62,8 @@ def test_an_event_is_decided_at_once_and_written_behind_as_a_snapshot_and_a_stat
     assert p.drain() == ([], {}), "a drained batch leaves nothing behind"
 
 
-def test_a_change_with_transitions_and_its_batch_share_one_snapshot_of_the_lead(monkeypatch):
+def test_the_batch_snapshot_is_written_from_the_lead_and_a_transition_builds_its_model_once(
+        monkeypatch):
     from funnel.model import Lead
 
     built: list[str] = []
@@ -76,13 +77,14 @@ def test_a_change_with_transitions_and_its_batch_share_one_snapshot_of_the_lead(
     p = pipeline()
     p.apply(source(identify(lead="u-1"), "u-1"))
     records, _ = p.drain()
-    assert not on(records, TOPICS.transitions) and built == ["u-1"]   # the batch's snapshot
+    assert not on(records, TOPICS.transitions) and on(records, TOPICS.leads) and built == []
     p.apply(source(event(name="Demo Requested", lead="u-1"), "u-1", offset=1))
     records, _ = p.drain()
     assert on(records, TOPICS.transitions), "the demo request moved the lead"
-    snap = LeadSnapshot.model_validate_json(on(records, TOPICS.leads)[-1].value)
-    assert snap.version == p.store.load("u-1", 0).version
-    assert built == ["u-1", "u-1"]   # the transition's snapshot is the batch's: made once
+    assert built == ["u-1"]   # the transitions' (and handoffs') snapshot: made once
+    lead = p.store.load("u-1", 0)
+    assert on(records, TOPICS.leads)[-1].value == original(lead, MODEL.interest.half_life_days
+                                                            ).model_dump_json().encode()
 
 
 def test_the_periodic_pass_goes_in_steps_and_a_lead_whose_tick_fails_ends_nothing(monkeypatch):

@@ -1,0 +1,61 @@
+"""The snapshot's JSON built directly is the bytes pydantic's dump of the snapshot gives."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from funnel.config import load_model
+from funnel.decide import process
+from funnel.model import Lead, snapshot_json
+from schemas.lead import FirstTouch, OrderRecord, Reason, TransitionRecord
+
+from tests.unit.helpers import simulated_history
+
+
+def pydantic_bytes(lead: Lead, half_life: float | None) -> bytes:
+    return lead.snapshot(half_life).model_dump_json().encode()
+
+
+def test_every_simulated_lead_state_gives_the_same_snapshot_bytes_as_pydantic():
+    model = load_model()
+    half_life = model.interest.half_life_days
+    messages, _ = simulated_history(250, seed=5, days=60)
+    leads: dict[str, Lead] = {}
+    checked = stages = 0
+    seen_stages = set()
+    for m in messages:
+        key = getattr(m, "userId", None) or getattr(m, "anonymousId", None) \
+            or getattr(m, "lead_id", None)
+        lead = leads.get(key) or Lead(lead_id=key, model_name="m", model_version="1")
+        lead, transitions = process(lead, m, model)
+        leads[key] = lead
+        stages += len(transitions)
+        seen_stages.add(lead.stage)
+        assert snapshot_json(lead, half_life) == pydantic_bytes(lead, half_life), lead.lead_id
+        checked += 1
+    assert checked == len(messages) > 1500
+    assert stages > 50 and {"mql", "sql"} <= seen_stages   # states with transitions in them
+
+
+def test_unusual_values_give_the_same_snapshot_bytes_as_pydantic():
+    utc, plus2 = timezone.utc, timezone(timedelta(hours=2))
+    t0 = datetime(2026, 1, 1, 10, 0, 0, 500, tzinfo=utc)
+    reason = Reason(rule="demo", points=25, at=t0, detail="façade ✓")
+    lead = Lead(
+        lead_id="u-ü", version=7, stage="customer", interest_raw=-3.0, interest_at=t0,
+        fit_score=1 / 3, traits={"email": "a@b.io", "company": 42, "big": 2**62, "tiny": 1e-7,
+                                 "huge": 1e22, "neg": -0.0, "list": [1, None, {"x": "\u2028"}]},
+        first_touch=FirstTouch(source="google"),
+        first_seen_at=datetime(2026, 1, 1, 12, 0, tzinfo=plus2), customer_at=t0,
+        revenue=1234.5678, revenue_by_currency={"USD": 1000.004, "EUR": 3},
+        recent_orders=[OrderRecord(order_id="o", occurred_at=t0, amount=10, currency="USD",
+                                   source="sales")],
+        contributions=[reason, Reason(rule="old", points=1.5, at=None)],
+        fit_reasons=[Reason(rule="fit", points=0.25, kind="fit")],
+        transitions=[TransitionRecord(lead_id="u-ü", version=7, from_stage="sql",
+                                      to_stage="customer", trigger="won", occurred_at=t0,
+                                      actor="me", reasons=[reason])],
+        merged_from=["a-1"], aliases=["a-2"], model_name="m", model_version="2")
+    for half_life in (None, 14.0, 1e-9):
+        assert snapshot_json(lead, half_life) == pydantic_bytes(lead, half_life)
+    assert b'"rule":"(older, cap and floor)"' in snapshot_json(lead, 14.0)   # the floor at 0
