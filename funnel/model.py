@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from funnel.history import History
 from funnel.scoring import shown
+from schemas.handoff import LeadFacts
 
 from schemas.lead import (
     FirstTouch,
@@ -201,6 +202,17 @@ class Lead(BaseModel):
             interest_at=self.interest_at,
             transitions=self.transitions,
         )
+
+
+def facts(lead: Lead) -> LeadFacts:
+    """What the lead events (transitions, handoffs, alerts) say of ``lead``: its snapshot's
+    values, without the explanations."""
+    return LeadFacts(
+        lead.lead_id, lead.version, lead.stage, round(shown(lead.interest_raw), 3),
+        lead.temperature, round(lead.fit_score, 3), lead.quality, lead.origin, lead.traits,
+        lead.first_touch, _str_or_none(lead.traits.get("email")),
+        _str_or_none(lead.traits.get("company")), lead.model_name, lead.model_version,
+        lead.interest_at, lead.stage_entered_at, lead.sla_breached_at)
 
 
 def _str_or_none(v: Any) -> str | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature
+import orjson
+
+from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature, iso, reason_json
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer
 
@@ -108,57 +110,99 @@ def _typed(name: str, kinds: tuple[str, ...], data: type[BaseModel], doc: str) -
     return create_model(name, __base__=CloudEvent, __doc__=doc, **fields)
 
 
-def _model(lead: "LeadSnapshot") -> ModelRef:
-    return ModelRef(name=lead.model_name, version=lead.model_version)
+class LeadFacts(NamedTuple):
+    """What the lead events say of a lead: a snapshot's fields, without its explanations (made
+    once per change, by ``funnel.model.Lead.facts``, or from a snapshot)."""
+
+    lead_id: str
+    version: int
+    stage: str
+    interest_score: float
+    temperature: str
+    fit_score: float
+    quality: str
+    origin: str
+    traits: dict[str, Any]
+    first_touch: FirstTouch
+    email: str | None
+    company: str | None
+    model_name: str
+    model_version: str
+    interest_at: datetime | None
+    stage_entered_at: datetime | None
+    sla_breached_at: datetime | None
+
+    @classmethod
+    def of(cls, snapshot: "LeadSnapshot") -> "LeadFacts":
+        return cls(*(getattr(snapshot, f) for f in cls._fields))
 
 
-def _data(t: "TransitionRecord", lead: "LeadSnapshot") -> dict[str, Any]:
-    return LeadEventData(
-        lead_id=lead.lead_id, stage=t.to_stage, previous_stage=t.from_stage, version=t.version,
-        trigger=t.trigger, actor=t.actor, reason=t.reason, interest_score=lead.interest_score,
-        temperature=lead.temperature, fit_score=lead.fit_score, quality=lead.quality,
-        origin=lead.origin, traits=lead.traits, first_touch=lead.first_touch,
-        model=_model(lead), reasons=t.reasons).model_dump(mode="json")
+# The events are written as JSON directly (orjson), in the models' field order: pydantic's
+# validation and dump of each were ~5% of the worker's own time. tests/unit/
+# test_published_schemas.py checks them against the JSON Schemas of the models above, and
+# against the bytes the models themselves give.
+
+def _cloudevent(id: str, type: str, subject: str, time: datetime | None, data: dict) -> bytes:
+    return orjson.dumps({"specversion": "1.0", "id": id, "source": "funnel", "type": type,
+                         "subject": subject, "time": iso(time),
+                         "datacontenttype": "application/json", "data": data})
 
 
-def transition_event(t: "TransitionRecord", lead: "LeadSnapshot") -> CloudEvent:
+def _model(lead: LeadFacts) -> dict[str, str]:
+    return {"name": lead.model_name, "version": lead.model_version}
+
+
+def _data(t: "TransitionRecord", lead: LeadFacts) -> dict[str, Any]:
+    ft = lead.first_touch
+    return {"lead_id": lead.lead_id, "stage": t.to_stage, "previous_stage": t.from_stage,
+            "version": t.version, "trigger": t.trigger, "actor": t.actor, "reason": t.reason,
+            "interest_score": float(lead.interest_score), "temperature": lead.temperature,
+            "fit_score": float(lead.fit_score), "quality": lead.quality, "origin": lead.origin,
+            "traits": lead.traits,
+            "first_touch": {"source": ft.source, "medium": ft.medium, "campaign": ft.campaign},
+            "model": _model(lead), "reasons": [reason_json(r) for r in t.reasons]}
+
+
+def transition_event(t: "TransitionRecord", lead: LeadFacts) -> bytes:
     """``funnel.lead.transitioned`` for every stage change."""
-    return CloudEvent(id=f"{t.lead_id}:{t.version}", type=TRANSITIONED, subject=t.lead_id,
-                      time=t.occurred_at, data=_data(t, lead))
+    return _cloudevent(f"{t.lead_id}:{t.version}", TRANSITIONED, t.lead_id, t.occurred_at,
+                       _data(t, lead))
 
 
-def handoff_event(t: "TransitionRecord", lead: "LeadSnapshot") -> CloudEvent | None:
+def handoff_event(t: "TransitionRecord", lead: LeadFacts) -> bytes | None:
     """The handoff for a move into ``mql``, ``sql`` or ``customer``; None for other moves."""
     kind = EVENT_TYPES.get(t.to_stage)
     if kind is None:
         return None
-    return CloudEvent(id=f"{t.lead_id}:{t.version}", type=kind, subject=t.lead_id,
-                      time=t.occurred_at, data=_data(t, lead))
+    return _cloudevent(f"{t.lead_id}:{t.version}", kind, t.lead_id, t.occurred_at,
+                       _data(t, lead))
 
 
-def cooled_event(lead: "LeadSnapshot", previous_temperature: str) -> CloudEvent:
+def cooled_event(lead: LeadFacts, previous_temperature: str) -> bytes:
     """``funnel.lead.cooled``: the periodic pass lowered a quiet lead's temperature."""
     assert lead.interest_at is not None
-    data = CooledData(lead_id=lead.lead_id, version=lead.version, temperature=lead.temperature,
-                      previous_temperature=previous_temperature,  # type: ignore[arg-type]
-                      interest_score=lead.interest_score, stage=lead.stage, model=_model(lead))
-    return CloudEvent(id=f"{lead.lead_id}:{lead.version}", type=COOLED, subject=lead.lead_id,
-                      time=lead.interest_at, data=data.model_dump(mode="json"))
+    return _cloudevent(f"{lead.lead_id}:{lead.version}", COOLED, lead.lead_id, lead.interest_at, {
+        "lead_id": lead.lead_id, "version": lead.version, "temperature": lead.temperature,
+        "previous_temperature": previous_temperature,
+        "interest_score": float(lead.interest_score), "stage": lead.stage,
+        "model": _model(lead)})
 
 
-def sla_breached_event(lead: "LeadSnapshot", hours: float | None) -> CloudEvent:
+def sla_breached_event(lead: LeadFacts, hours: float | None) -> bytes:
     """``funnel.lead.sla_breached`` on ``funnel.alerts``: Sales did not act on an SQL in time.
     ``id`` names the SQL it is about (``lead_id:sla:<entered>``): one alert per SQL."""
     assert lead.sla_breached_at is not None and lead.stage_entered_at is not None
-    data = SlaBreachedData(
-        lead_id=lead.lead_id, version=lead.version, stage=lead.stage,
-        sql_at=lead.stage_entered_at, due_at=lead.sla_breached_at, sla_hours=hours,
-        interest_score=lead.interest_score, temperature=lead.temperature,
-        fit_score=lead.fit_score, quality=lead.quality, origin=lead.origin, email=lead.email,
-        company=lead.company, model=_model(lead))
-    return CloudEvent(
-        id=f"{lead.lead_id}:sla:{lead.stage_entered_at.isoformat()}", type=SLA_BREACHED,
-        subject=lead.lead_id, time=lead.sla_breached_at, data=data.model_dump(mode="json"))
+    return _cloudevent(
+        f"{lead.lead_id}:sla:{lead.stage_entered_at.isoformat()}", SLA_BREACHED, lead.lead_id,
+        lead.sla_breached_at, {
+            "lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
+            # as first published: ``+00:00``, not ``Z`` (see SlaBreachedData)
+            "sql_at": lead.stage_entered_at.isoformat(),
+            "due_at": lead.sla_breached_at.isoformat(),
+            "sla_hours": None if hours is None else float(hours),
+            "interest_score": float(lead.interest_score), "temperature": lead.temperature,
+            "fit_score": float(lead.fit_score), "quality": lead.quality, "origin": lead.origin,
+            "email": lead.email, "company": lead.company, "model": _model(lead)})
 
 
 from schemas.lead import LeadSnapshot, TransitionRecord  # noqa: E402  (types for the above)

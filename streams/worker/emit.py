@@ -2,18 +2,18 @@
 
 Stage changes (``funnel.transitions``) and handoffs (``funnel.handoff.*``), an SLA alert, a
 cooled temperature, and link requests to the ids the lead was known by (``funnel.identity``).
-Built from the schemas' models; the snapshot they carry is made once per change, and the
-batch's snapshot record is written straight from the lead.
+Written as JSON straight from the lead (the schemas' models define them and are what the
+published JSON Schemas come from): what the events say of the lead is taken once per change.
 """
 
 from __future__ import annotations
 
 from funnel.config import ScoringModel
 from funnel.history import item_time
-from funnel.model import Lead, snapshot_json
+from funnel.model import Lead, facts, snapshot_json
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.identity import Link
-from schemas.lead import LeadSnapshot, TransitionRecord
+from schemas.lead import TransitionRecord
 from streams.topics import Topics
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Outbox
@@ -25,29 +25,28 @@ class Emitter:
         self.outbox, self.topics, self.metrics = outbox, topics, metrics
         self.half_life = model.interest.half_life_days
         self.sla_hours = model.lifecycle.sla.sql_hours
-        self.built: dict[str, tuple[Lead, LeadSnapshot]] = {}   # this batch's, per lead
 
     def change(self, old: Lead, new: Lead, transitions: list[TransitionRecord],
                cooled: bool = False) -> None:
         breached = new.sla_breached_at is not None and new.sla_breached_at != old.sla_breached_at
-        snap = self.built_for(new) if (transitions or breached or cooled) else None
+        lead = facts(new) if (transitions or breached or cooled) else None
         for t in transitions:
-            assert snap is not None
-            self.outbox.cloudevent(self.topics.transitions, new.lead_id, transition_event(t, snap))
+            assert lead is not None
+            self.outbox.cloudevent(self.topics.transitions, new.lead_id, transition_event(t, lead))
             self.metrics.inc(self.metrics.transitions, t.to_stage)
-            handoff = handoff_event(t, snap)
+            handoff = handoff_event(t, lead)
             if handoff is not None:
                 self.outbox.cloudevent(self.topics.handoff(t.to_stage), new.lead_id, handoff)
                 self.metrics.inc(self.metrics.handoffs, t.to_stage)
         if breached:
-            assert snap is not None
+            assert lead is not None
             self.outbox.cloudevent(self.topics.alerts, new.lead_id,
-                                   sla_breached_event(snap, self.sla_hours))
+                                   sla_breached_event(lead, self.sla_hours))
             self.metrics.alerts.inc()
         if cooled and new.interest_at is not None:
-            assert snap is not None
+            assert lead is not None
             self.outbox.cloudevent(self.topics.transitions, new.lead_id,
-                                   cooled_event(snap, old.temperature))
+                                   cooled_event(lead, old.temperature))
         linked = [o for o in new.aliases if o not in old.aliases and o not in new.merged_from]
         if linked:
             last = new.history.last()   # the message that linked them
@@ -64,21 +63,10 @@ class Emitter:
         self.outbox.send(self.topics.identity, key, message.encode(),  # type: ignore[attr-defined]
                          lead=cause)
 
-    def built_for(self, lead: Lead) -> LeadSnapshot:
-        """``lead``'s snapshot, made once: a change that sends transitions (or cools the lead)
-        and the batch's snapshot of the same state share it."""
-        found = self.built.get(lead.lead_id)
-        if found is None or found[0] is not lead:
-            found = self.built[lead.lead_id] = (lead, lead.snapshot(self.half_life))
-        return found[1]
-
     def snapshot(self, lead: Lead) -> None:
         """The batch's snapshot of ``lead`` on ``funnel.leads`` (its JSON built directly: the
         same bytes as the model's, a third of the time)."""
         self.outbox.send(self.topics.leads, lead.lead_id, snapshot_json(lead, self.half_life))
-
-    def batch_done(self) -> None:
-        self.built.clear()
 
 
 def _text(value: object) -> str | None:

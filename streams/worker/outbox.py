@@ -6,8 +6,6 @@ happens here, when a record is decided, so that every dead letter is counted by 
 
 from __future__ import annotations
 
-from typing import Any
-
 from streams.records import CLOUDEVENT_HEADERS, Record, Source, dead_letter_record
 from streams.topics import Topics
 from streams.worker.metrics import Metrics
@@ -32,9 +30,9 @@ class Outbox:
         raw_key = key.encode() if isinstance(key, str) else key
         self.records.append(Record(topic, raw_key, value, list(headers or []), lead))
 
-    def cloudevent(self, topic: str, key: str, event: Any) -> None:
-        """A CloudEvent (structured mode) about the change of the lead ``key``."""
-        self.send(topic, key, event.model_dump_json().encode(), CLOUDEVENT_HEADERS, key)
+    def cloudevent(self, topic: str, key: str, event: bytes) -> None:
+        """A CloudEvent (structured mode, its JSON) about the change of the lead ``key``."""
+        self.send(topic, key, event, CLOUDEVENT_HEADERS, key)
 
     def dead_letter(self, source: Source, code: str, detail: str) -> None:
         """The original bytes on the DLQ with the reason and where they came from."""

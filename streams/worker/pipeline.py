@@ -213,5 +213,4 @@ class Pipeline:
         state = self.store.take_dirty()
         for _, lead in state.values():
             self.emitter.snapshot(lead)
-        self.emitter.batch_done()
         return self.outbox.take(), state

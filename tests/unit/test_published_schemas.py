@@ -16,7 +16,16 @@ from funnel.config import load_model
 from funnel.decide import new_lead, process
 from funnel.timers import tick
 from schemas.export import CHANNELS, asyncapi, json_schemas
-from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
+from schemas.handoff import (
+    LeadCooled,
+    LeadFacts,
+    LeadSlaBreached,
+    LeadTransitioned,
+    cooled_event,
+    handoff_event,
+    sla_breached_event,
+    transition_event,
+)
 from tests.tools.fetch_specs import ASYNCAPI
 
 ASYNCAPI_SPEC = ASYNCAPI.target
@@ -32,7 +41,7 @@ def validator(name: str) -> Draft202012Validator:
 
 
 def as_json(model) -> object:
-    return orjson.loads(model.model_dump_json())
+    return orjson.loads(model if isinstance(model, bytes) else model.model_dump_json())
 
 
 def lifecycle_samples() -> dict[str, list[object]]:
@@ -45,8 +54,9 @@ def lifecycle_samples() -> dict[str, list[object]]:
         lead, moves = process(lead, m, MODEL)
         snap = lead.snapshot(MODEL.interest.half_life_days)
         for t in moves:
-            samples.setdefault("LeadTransitioned", []).append(as_json(transition_event(t, snap)))
-            h = handoff_event(t, snap)
+            samples.setdefault("LeadTransitioned", []).append(
+                as_json(transition_event(t, LeadFacts.of(snap))))
+            h = handoff_event(t, LeadFacts.of(snap))
             if h is not None:
                 name = {"mql": "LeadMql", "sql": "LeadSql", "customer": "LeadCustomer"}[t.to_stage]
                 samples.setdefault(name, []).append(as_json(h))
@@ -79,10 +89,42 @@ def test_cooled_and_sla_breached_events_match_their_schemas():
         lead, _ = process(lead, m, MODEL)
     breached, _ = tick(lead, at(3) + timedelta(days=2), MODEL, cooling=False, deadlines=True)
     assert breached.sla_breached_at is not None
-    alert = sla_breached_event(breached.snapshot(), MODEL.lifecycle.sla.sql_hours)
+    alert = sla_breached_event(LeadFacts.of(breached.snapshot()), MODEL.lifecycle.sla.sql_hours)
     assert not list(validator("LeadSlaBreached").iter_errors(as_json(alert)))
-    cooled = cooled_event(lead.snapshot(), "hot")
+    cooled = cooled_event(LeadFacts.of(lead.snapshot()), "hot")
     assert not list(validator("LeadCooled").iter_errors(as_json(cooled)))
+    # written directly, they are the bytes their models write
+    assert LeadSlaBreached.model_validate_json(alert).model_dump_json().encode() == alert
+    assert LeadCooled.model_validate_json(cooled).model_dump_json().encode() == cooled
+
+
+def test_the_lead_events_written_directly_are_the_bytes_their_models_write():
+    from funnel.model import facts
+    from schemas.handoff import LeadCustomer, LeadMql, LeadSql
+    from tests.unit.helpers import simulated_history
+
+    typed = {"mql": LeadMql, "sql": LeadSql, "customer": LeadCustomer}
+    messages, _ = simulated_history(150, seed=9, days=60)
+    leads: dict = {}
+    seen = 0
+    for m in messages:
+        key = getattr(m, "userId", None) or getattr(m, "anonymousId", None) \
+            or getattr(m, "lead_id", None)
+        lead, moves = process(leads.get(key) or new_lead(key, MODEL), m, MODEL)
+        leads[key] = lead
+        for t in moves:
+            assert facts(lead) == LeadFacts.of(lead.snapshot())
+            moved = transition_event(t, facts(lead))
+            assert LeadTransitioned.model_validate_json(moved).model_dump_json().encode() == moved
+            handoff = handoff_event(t, facts(lead))
+            if t.to_stage in typed:
+                assert handoff is not None and handoff != moved
+                assert typed[t.to_stage].model_validate_json(handoff).model_dump_json().encode() \
+                    == handoff
+            else:
+                assert handoff is None
+            seen += 1
+    assert seen > 100
 
 
 def test_interaction_event_schema_says_what_the_parser_says():

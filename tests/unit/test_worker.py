@@ -62,7 +62,7 @@ def test_an_event_is_decided_at_once_and_written_behind_as_a_snapshot_and_a_stat
     assert p.drain() == ([], {}), "a drained batch leaves nothing behind"
 
 
-def test_the_batch_snapshot_is_written_from_the_lead_and_a_transition_builds_its_model_once(
+def test_snapshots_and_lead_events_are_written_from_the_lead_without_a_snapshot_model(
         monkeypatch):
     from funnel.model import Lead
 
@@ -77,14 +77,18 @@ def test_the_batch_snapshot_is_written_from_the_lead_and_a_transition_builds_its
     p = pipeline()
     p.apply(source(identify(lead="u-1"), "u-1"))
     records, _ = p.drain()
-    assert not on(records, TOPICS.transitions) and on(records, TOPICS.leads) and built == []
+    assert not on(records, TOPICS.transitions) and on(records, TOPICS.leads)
     p.apply(source(event(name="Demo Requested", lead="u-1"), "u-1", offset=1))
     records, _ = p.drain()
-    assert on(records, TOPICS.transitions), "the demo request moved the lead"
-    assert built == ["u-1"]   # the transitions' (and handoffs') snapshot: made once
+    moves = on(records, TOPICS.transitions)
+    assert moves and on(records, TOPICS.handoff("mql")), "the demo request moved the lead"
+    assert built == []   # neither the snapshots nor the events built a LeadSnapshot
     lead = p.store.load("u-1", 0)
-    assert on(records, TOPICS.leads)[-1].value == original(lead, MODEL.interest.half_life_days
-                                                            ).model_dump_json().encode()
+    snap = original(lead, MODEL.interest.half_life_days)
+    assert on(records, TOPICS.leads)[-1].value == snap.model_dump_json().encode()
+    last = orjson.loads(moves[-1].value)
+    assert last["id"] == f"u-1:{lead.version}" and last["data"]["interest_score"] \
+        == snap.interest_score and last["data"]["traits"] == snap.traits
 
 
 def test_the_periodic_pass_goes_in_steps_and_a_lead_whose_tick_fails_ends_nothing(monkeypatch):
