@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from funnel.history import History
 from funnel.scoring import shown
-from schemas.handoff import LeadFacts
 
 from schemas.lead import (
     FirstTouch,
@@ -21,11 +20,6 @@ from schemas.lead import (
     Stage,
     Temperature,
     TransitionRecord,
-    iso,
-    order_json,
-    reason_json,
-    snapshot_bytes,
-    transition_json,
 )
 
 SEEN_WINDOW = 500          # message/command ids remembered per lead for deduplication
@@ -171,8 +165,8 @@ class Lead(BaseModel):
             fit_score=round(self.fit_score, 3),
             quality=self.quality,
             origin=self.origin,
-            email=_str_or_none(self.traits.get("email")),
-            company=_str_or_none(self.traits.get("company")),
+            email=text_or_none(self.traits.get("email")),
+            company=text_or_none(self.traits.get("company")),
             traits=self.traits,
             first_touch=self.first_touch,
             first_seen_at=self.first_seen_at,
@@ -204,54 +198,8 @@ class Lead(BaseModel):
         )
 
 
-def facts(lead: Lead) -> LeadFacts:
-    """What the lead events (transitions, handoffs, alerts) say of ``lead``: its snapshot's
-    values, without the explanations."""
-    return LeadFacts(
-        lead.lead_id, lead.version, lead.stage, round(shown(lead.interest_raw), 3),
-        lead.temperature, round(lead.fit_score, 3), lead.quality, lead.origin, lead.traits,
-        lead.first_touch, _str_or_none(lead.traits.get("email")),
-        _str_or_none(lead.traits.get("company")), lead.model_name, lead.model_version,
-        lead.interest_at, lead.stage_entered_at, lead.sla_breached_at)
-
-
-def _str_or_none(v: Any) -> str | None:
+def text_or_none(v: Any) -> str | None:
     return None if v is None else str(v)
-
-
-def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
-    """``lead.snapshot(half_life_days).model_dump_json()``, the same bytes, built directly."""
-    decayed, rest = lead._decayed(half_life_days)
-    contributions = [reason_json(r, d) for r, d in zip(lead.contributions, decayed)]
-    if rest is not None:
-        contributions.append(reason_json(lead._adjustment(rest)))
-    ft = lead.first_touch
-    return snapshot_bytes({
-        "lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
-        "interest_score": round(shown(lead.interest_raw), 3), "temperature": lead.temperature,
-        "fit_score": round(lead.fit_score, 3), "quality": lead.quality, "origin": lead.origin,
-        "email": _str_or_none(lead.traits.get("email")),
-        "company": _str_or_none(lead.traits.get("company")), "traits": lead.traits,
-        "first_touch": {"source": ft.source, "medium": ft.medium, "campaign": ft.campaign},
-        "first_seen_at": iso(lead.first_seen_at), "last_activity_at": iso(lead.last_activity_at),
-        "stage_entered_at": iso(lead.stage_entered_at), "mql_at": iso(lead.mql_at),
-        "sql_at": iso(lead.sql_at), "customer_at": iso(lead.customer_at),
-        "sal_at": iso(lead.sal_at), "recycled_at": iso(lead.recycled_at),
-        "disqualified_at": iso(lead.disqualified_at),
-        "last_sales_action_at": iso(lead.last_sales_action_at),
-        "sla_breached_at": iso(lead.sla_breached_at), "merged_into": lead.merged_into,
-        "merged_from": lead.merged_from, "aliases": lead.aliases, "orders": lead.orders,
-        "revenue": round(lead.revenue, 2),
-        "revenue_by_currency": {k: round(v, 2) for k, v in lead.revenue_by_currency.items()},
-        "recent_orders": [order_json(o) for o in lead.recent_orders],
-        "events_count": lead.events_count, "model_name": lead.model_name,
-        "model_version": lead.model_version,
-        "reasons": [reason_json(r) for r in lead.top_reasons()],
-        "contributions": contributions,
-        "fit_reasons": [reason_json(r) for r in lead.fit_reasons],
-        "interest_at": iso(lead.interest_at),
-        "transitions": [transition_json(t) for t in lead.transitions],
-    })
 
 
 LEAD_FIELDS = frozenset(Lead.model_fields)

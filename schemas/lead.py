@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 Stage = Literal["iql", "mql", "sal", "sql", "customer", "recycled", "disqualified"]
@@ -111,9 +110,9 @@ class LeadSnapshot(BaseModel):
 
 
 # --- the snapshot's JSON, built directly -------------------------------------------------------
-# ``LeadSnapshot(...).model_dump_json()`` was ~10% of the worker's own time (one snapshot per
-# changed lead per batch). These give the same bytes (tests/unit/test_snapshot_json.py checks
-# them on simulated leads): fields in the models' order, datetimes as pydantic writes them.
+# JSON-ready values as pydantic's dump of these models has them (fields in the models' order,
+# datetimes as pydantic writes them), for the JSON the worker writes directly
+# (``funnel.lead_json``, ``schemas.handoff``).
 
 def iso(at: datetime | None) -> str | None:
     """A datetime as pydantic's JSON has it: ISO 8601, UTC as ``Z``."""
@@ -138,12 +137,3 @@ def transition_json(t: TransitionRecord) -> dict[str, Any]:
 def order_json(o: OrderRecord) -> dict[str, Any]:
     return {"order_id": o.order_id, "occurred_at": iso(o.occurred_at), "amount": o.amount,
             "currency": o.currency, "source": o.source}
-
-
-def snapshot_bytes(fields: dict[str, Any]) -> bytes:
-    """The snapshot's JSON from its fields (every one of ``LeadSnapshot``'s, JSON-ready, in its
-    order); falls back to pydantic for a value orjson will not write."""
-    try:
-        return orjson.dumps(fields)
-    except TypeError:
-        return LeadSnapshot.model_validate(fields).model_dump_json().encode()

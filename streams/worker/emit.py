@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from funnel.config import ScoringModel
 from funnel.history import item_time
-from funnel.model import Lead, facts, snapshot_json
+from funnel.lead_json import facts, snapshot_json
+from funnel.model import Lead, text_or_none
 from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.identity import Link
 from schemas.lead import TransitionRecord
@@ -52,7 +53,7 @@ class Emitter:
             last = new.history.last()   # the message that linked them
             for other in linked:
                 self.identity(other, new.lead_id, Link.model_validate({
-                    "from": other, "into": new.lead_id, "email": _text(new.traits.get("email")),
+                    "from": other, "into": new.lead_id, "email": text_or_none(new.traits.get("email")),
                     "at": item_time(last) if last else new.last_activity_at,
                     "via": "alias" if last and last["m"].get("type") == "alias"
                     else "identify"}))
@@ -67,7 +68,3 @@ class Emitter:
         """The batch's snapshot of ``lead`` on ``funnel.leads`` (its JSON built directly: the
         same bytes as the model's, a third of the time)."""
         self.outbox.send(self.topics.leads, lead.lead_id, snapshot_json(lead, self.half_life))
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)

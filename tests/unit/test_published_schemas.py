@@ -99,7 +99,7 @@ def test_cooled_and_sla_breached_events_match_their_schemas():
 
 
 def test_the_lead_events_written_directly_are_the_bytes_their_models_write():
-    from funnel.model import facts
+    from funnel.lead_json import facts
     from schemas.handoff import LeadCustomer, LeadMql, LeadSql
     from tests.unit.helpers import simulated_history
 

@@ -1,4 +1,5 @@
-"""The snapshot's JSON built directly is the bytes pydantic's dump of the snapshot gives."""
+"""A lead's JSON written directly (its snapshot, its stored record) is the bytes pydantic's
+dumps of the same give."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 from funnel.config import load_model
 from funnel.decide import process
-from funnel.model import Lead, snapshot_json
+from funnel.lead_json import record_json, snapshot_json
+from funnel.model import Lead
 from schemas.lead import FirstTouch, OrderRecord, Reason, TransitionRecord
 
 from tests.unit.helpers import simulated_history
@@ -32,6 +34,7 @@ def test_every_simulated_lead_state_gives_the_same_snapshot_bytes_as_pydantic():
         stages += len(transitions)
         seen_stages.add(lead.stage)
         assert snapshot_json(lead, half_life) == pydantic_bytes(lead, half_life), lead.lead_id
+        assert record_json(lead) == lead.model_dump_json(exclude_defaults=True).encode()
         checked += 1
     assert checked == len(messages) > 1500
     assert stages > 50 and {"mql", "sql"} <= seen_stages   # states with transitions in them
@@ -45,7 +48,8 @@ def test_unusual_values_give_the_same_snapshot_bytes_as_pydantic():
         lead_id="u-ü", version=7, stage="customer", interest_raw=-3.0, interest_at=t0,
         fit_score=1 / 3, traits={"email": "a@b.io", "company": 42, "big": 2**62, "tiny": 1e-7,
                                  "huge": 1e22, "neg": -0.0, "list": [1, None, {"x": "\u2028"}]},
-        first_touch=FirstTouch(source="google"),
+        first_touch=FirstTouch(source="google"), signals={"demo": t0},
+        rule_days={"demo": ["2026-01-01", 2]}, rule_hits={"demo": [t0, t0]}, seen_ids=["m"],
         first_seen_at=datetime(2026, 1, 1, 12, 0, tzinfo=plus2), customer_at=t0,
         revenue=1234.5678, revenue_by_currency={"USD": 1000.004, "EUR": 3},
         recent_orders=[OrderRecord(order_id="o", occurred_at=t0, amount=10, currency="USD",
@@ -58,4 +62,10 @@ def test_unusual_values_give_the_same_snapshot_bytes_as_pydantic():
         merged_from=["a-1"], aliases=["a-2"], model_name="m", model_version="2")
     for half_life in (None, 14.0, 1e-9):
         assert snapshot_json(lead, half_life) == pydantic_bytes(lead, half_life)
+    assert record_json(lead) == lead.model_dump_json(exclude_defaults=True).encode()
+    assert Lead.model_validate_json(record_json(lead)) == lead
+    blank = Lead(lead_id="x", interest_raw=-0.0, version=0, created_by_sales=0)
+    assert record_json(blank) == blank.model_dump_json(exclude_defaults=True).encode() \
+        == b'{"lead_id":"x"}'
+    assert b"big" in record_json(lead.model_copy(update={"traits": {"big": 2**70}}))  # pydantic's
     assert b'"rule":"(older, cap and floor)"' in snapshot_json(lead, 14.0)   # the floor at 0

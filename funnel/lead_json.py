@@ -1,0 +1,138 @@
+"""A lead written as JSON directly: its snapshot, what its events say of it, its stored record.
+
+pydantic's dumps of these were ~15% of the worker's own time (a snapshot and a record per changed
+lead per batch). Each gives the bytes the models would: tests/unit/test_lead_json.py compares
+them on every state of simulated leads and on unusual values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import orjson
+
+from funnel.model import Lead, text_or_none
+from funnel.scoring import shown
+from schemas.handoff import LeadFacts
+from schemas.lead import Reason, TransitionRecord, iso, order_json, reason_json, transition_json
+
+__all__ = ["facts", "record_json", "snapshot_json"]
+
+
+def facts(lead: Lead) -> LeadFacts:
+    """What the lead events (transitions, handoffs, alerts) say of ``lead``: its snapshot's
+    values, without the explanations."""
+    return LeadFacts(
+        lead.lead_id, lead.version, lead.stage, round(shown(lead.interest_raw), 3),
+        lead.temperature, round(lead.fit_score, 3), lead.quality, lead.origin, lead.traits,
+        lead.first_touch, text_or_none(lead.traits.get("email")),
+        text_or_none(lead.traits.get("company")), lead.model_name, lead.model_version,
+        lead.interest_at, lead.stage_entered_at, lead.sla_breached_at)
+
+
+def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
+    """``lead.snapshot(half_life_days).model_dump_json()``, the same bytes, built directly."""
+    decayed, rest = lead._decayed(half_life_days)
+    contributions = [reason_json(r, d) for r, d in zip(lead.contributions, decayed)]
+    if rest is not None:
+        contributions.append(reason_json(lead._adjustment(rest)))
+    ft = lead.first_touch
+    return _dumps(lambda: lead.snapshot(half_life_days).model_dump_json().encode(), {
+        "lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
+        "interest_score": round(shown(lead.interest_raw), 3), "temperature": lead.temperature,
+        "fit_score": round(lead.fit_score, 3), "quality": lead.quality, "origin": lead.origin,
+        "email": text_or_none(lead.traits.get("email")),
+        "company": text_or_none(lead.traits.get("company")), "traits": lead.traits,
+        "first_touch": {"source": ft.source, "medium": ft.medium, "campaign": ft.campaign},
+        "first_seen_at": iso(lead.first_seen_at), "last_activity_at": iso(lead.last_activity_at),
+        "stage_entered_at": iso(lead.stage_entered_at), "mql_at": iso(lead.mql_at),
+        "sql_at": iso(lead.sql_at), "customer_at": iso(lead.customer_at),
+        "sal_at": iso(lead.sal_at), "recycled_at": iso(lead.recycled_at),
+        "disqualified_at": iso(lead.disqualified_at),
+        "last_sales_action_at": iso(lead.last_sales_action_at),
+        "sla_breached_at": iso(lead.sla_breached_at), "merged_into": lead.merged_into,
+        "merged_from": lead.merged_from, "aliases": lead.aliases, "orders": lead.orders,
+        "revenue": round(lead.revenue, 2),
+        "revenue_by_currency": {k: round(v, 2) for k, v in lead.revenue_by_currency.items()},
+        "recent_orders": [order_json(o) for o in lead.recent_orders],
+        "events_count": lead.events_count, "model_name": lead.model_name,
+        "model_version": lead.model_version,
+        "reasons": [reason_json(r) for r in lead.top_reasons()],
+        "contributions": contributions,
+        "fit_reasons": [reason_json(r) for r in lead.fit_reasons],
+        "interest_at": iso(lead.interest_at),
+        "transitions": [transition_json(t) for t in lead.transitions],
+    })
+
+
+
+# --- the stored record: ``lead.model_dump_json(exclude_defaults=True)`` ------------------------
+# A field equal to its default is left out, in the nested models too (pydantic compares with
+# ``==``); the message history is not part of it (kept apart, see ``funnel.history``).
+
+_DATES = ("interest_at", "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at",
+          "sql_at", "customer_at", "sal_at", "disqualified_at", "recycled_at",
+          "last_sales_action_at", "sla_breached_at")
+
+
+def _reason(r: Reason) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": r.rule, "points": r.points}
+    if r.at is not None:
+        out["at"] = iso(r.at)
+    if r.kind != "interest":
+        out["kind"] = r.kind
+    if r.detail is not None:
+        out["detail"] = r.detail
+    if r.decayed is not None:
+        out["decayed"] = r.decayed
+    return out
+
+
+def _transition(t: TransitionRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"lead_id": t.lead_id, "version": t.version,
+                           "from_stage": t.from_stage, "to_stage": t.to_stage,
+                           "trigger": t.trigger, "occurred_at": iso(t.occurred_at)}
+    if t.actor is not None:
+        out["actor"] = t.actor
+    if t.reason is not None:
+        out["reason"] = t.reason
+    if t.reasons:
+        out["reasons"] = [_reason(r) for r in t.reasons]
+    return out
+
+
+_WRITE = {
+    **{name: iso for name in _DATES},
+    "first_touch": lambda ft: {k: v for k, v in (("source", ft.source), ("medium", ft.medium),
+                                                  ("campaign", ft.campaign)) if v is not None},
+    "recent_orders": lambda orders: [order_json(o) for o in orders],
+    "signals": lambda signals: {k: iso(v) for k, v in signals.items()},
+    "rule_hits": lambda hits: {k: [iso(t) for t in v] for k, v in hits.items()},
+    "contributions": lambda reasons: [_reason(r) for r in reasons],
+    "fit_reasons": lambda reasons: [_reason(r) for r in reasons],
+    "transitions": lambda moves: [_transition(t) for t in moves],
+}
+_DEFAULTS: list[tuple[str, Any]] = [
+    (name, field.get_default(call_default_factory=True))
+    for name, field in Lead.model_fields.items() if not field.exclude]
+
+
+def record_json(lead: Lead) -> bytes:
+    """The lead's stored record: its fields that differ from their defaults."""
+    values = lead.__dict__
+    out = {}
+    for name, default in _DEFAULTS:
+        value = values[name]
+        if value != default:
+            write = _WRITE.get(name)
+            out[name] = value if write is None else write(value)
+    return _dumps(lambda: lead.model_dump_json(exclude_defaults=True).encode(), out)
+
+
+def _dumps(pydantic: Callable[[], bytes], fields: dict[str, Any]) -> bytes:
+    """``fields`` as JSON; pydantic's own dump for a value orjson will not write (an integer
+    past 64 bits: none comes in through the parsers, which are orjson's too)."""
+    try:
+        return orjson.dumps(fields)
+    except TypeError:
+        return pydantic()
