@@ -1,8 +1,10 @@
 """A lead written as JSON directly: its snapshot, what its events say of it, its stored record.
 
-pydantic's dumps of these were ~15% of the worker's own time (a snapshot and a record per changed
-lead per batch). Each gives the bytes the models would: tests/unit/test_lead_json.py compares
-them on every state of simulated leads and on unusual values.
+A snapshot and a record are written per changed lead per batch. Built as dicts with the
+datetimes left to orjson, on simulated leads: the snapshot 26 µs against 45 µs for pydantic's
+model and dump, the record 16 µs against 20 µs (``model_dump_json(exclude_defaults=True)``).
+Each gives the bytes the models would: tests/unit/test_lead_json.py compares them on every
+state of simulated leads and on unusual values.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import orjson
 from funnel.model import Lead, text_or_none
 from funnel.scoring import shown
 from schemas.handoff import LeadFacts
-from schemas.lead import Reason, TransitionRecord, iso, order_json, reason_json, transition_json
+from schemas.lead import Reason, TransitionRecord, order_json, reason_json, transition_json
 
 __all__ = ["facts", "record_json", "snapshot_json"]
 
@@ -44,13 +46,13 @@ def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
         "email": text_or_none(lead.traits.get("email")),
         "company": text_or_none(lead.traits.get("company")), "traits": lead.traits,
         "first_touch": {"source": ft.source, "medium": ft.medium, "campaign": ft.campaign},
-        "first_seen_at": iso(lead.first_seen_at), "last_activity_at": iso(lead.last_activity_at),
-        "stage_entered_at": iso(lead.stage_entered_at), "mql_at": iso(lead.mql_at),
-        "sql_at": iso(lead.sql_at), "customer_at": iso(lead.customer_at),
-        "sal_at": iso(lead.sal_at), "recycled_at": iso(lead.recycled_at),
-        "disqualified_at": iso(lead.disqualified_at),
-        "last_sales_action_at": iso(lead.last_sales_action_at),
-        "sla_breached_at": iso(lead.sla_breached_at), "merged_into": lead.merged_into,
+        "first_seen_at": lead.first_seen_at, "last_activity_at": lead.last_activity_at,
+        "stage_entered_at": lead.stage_entered_at, "mql_at": lead.mql_at,
+        "sql_at": lead.sql_at, "customer_at": lead.customer_at,
+        "sal_at": lead.sal_at, "recycled_at": lead.recycled_at,
+        "disqualified_at": lead.disqualified_at,
+        "last_sales_action_at": lead.last_sales_action_at,
+        "sla_breached_at": lead.sla_breached_at, "merged_into": lead.merged_into,
         "merged_from": lead.merged_from, "aliases": lead.aliases, "orders": lead.orders,
         "revenue": round(lead.revenue, 2),
         "revenue_by_currency": {k: round(v, 2) for k, v in lead.revenue_by_currency.items()},
@@ -60,7 +62,7 @@ def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
         "reasons": [reason_json(r) for r in lead.top_reasons()],
         "contributions": contributions,
         "fit_reasons": [reason_json(r) for r in lead.fit_reasons],
-        "interest_at": iso(lead.interest_at),
+        "interest_at": lead.interest_at,
         "transitions": [transition_json(t) for t in lead.transitions],
     })
 
@@ -78,7 +80,7 @@ _DATES = ("interest_at", "first_seen_at", "last_activity_at", "stage_entered_at"
 def _reason(r: Reason) -> dict[str, Any]:
     out: dict[str, Any] = {"rule": r.rule, "points": r.points}
     if r.at is not None:
-        out["at"] = iso(r.at)
+        out["at"] = r.at
     if r.kind != "interest":
         out["kind"] = r.kind
     if r.detail is not None:
@@ -91,7 +93,7 @@ def _reason(r: Reason) -> dict[str, Any]:
 def _transition(t: TransitionRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"lead_id": t.lead_id, "version": t.version,
                            "from_stage": t.from_stage, "to_stage": t.to_stage,
-                           "trigger": t.trigger, "occurred_at": iso(t.occurred_at)}
+                           "trigger": t.trigger, "occurred_at": t.occurred_at}
     if t.actor is not None:
         out["actor"] = t.actor
     if t.reason is not None:
@@ -102,12 +104,9 @@ def _transition(t: TransitionRecord) -> dict[str, Any]:
 
 
 _WRITE = {
-    **{name: iso for name in _DATES},
     "first_touch": lambda ft: {k: v for k, v in (("source", ft.source), ("medium", ft.medium),
                                                   ("campaign", ft.campaign)) if v is not None},
     "recent_orders": lambda orders: [order_json(o) for o in orders],
-    "signals": lambda signals: {k: iso(v) for k, v in signals.items()},
-    "rule_hits": lambda hits: {k: [iso(t) for t in v] for k, v in hits.items()},
     "contributions": lambda reasons: [_reason(r) for r in reasons],
     "fit_reasons": lambda reasons: [_reason(r) for r in reasons],
     "transitions": lambda moves: [_transition(t) for t in moves],
@@ -133,6 +132,6 @@ def _dumps(pydantic: Callable[[], bytes], fields: dict[str, Any]) -> bytes:
     """``fields`` as JSON; pydantic's own dump for a value orjson will not write (an integer
     past 64 bits: none comes in through the parsers, which are orjson's too)."""
     try:
-        return orjson.dumps(fields)
+        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
     except TypeError:
         return pydantic()

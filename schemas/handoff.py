@@ -7,7 +7,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature, iso, reason_json
+from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature, reason_json
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer
 
@@ -144,8 +144,9 @@ class LeadFacts(NamedTuple):
 
 def _cloudevent(id: str, type: str, subject: str, time: datetime | None, data: dict) -> bytes:
     return orjson.dumps({"specversion": "1.0", "id": id, "source": "funnel", "type": type,
-                         "subject": subject, "time": iso(time),
-                         "datacontenttype": "application/json", "data": data})
+                         "subject": subject, "time": time,
+                         "datacontenttype": "application/json", "data": data},
+                        option=orjson.OPT_UTC_Z)
 
 
 def _model(lead: LeadFacts) -> dict[str, str]:

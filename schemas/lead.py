@@ -109,31 +109,23 @@ class LeadSnapshot(BaseModel):
     transitions: list[TransitionRecord] = Field(default_factory=list)
 
 
-# --- the snapshot's JSON, built directly -------------------------------------------------------
-# JSON-ready values as pydantic's dump of these models has them (fields in the models' order,
-# datetimes as pydantic writes them), for the JSON the worker writes directly
-# (``funnel.lead_json``, ``schemas.handoff``).
-
-def iso(at: datetime | None) -> str | None:
-    """A datetime as pydantic's JSON has it: ISO 8601, UTC as ``Z``."""
-    if at is None:
-        return None
-    stamp = at.isoformat()
-    return stamp[:-6] + "Z" if stamp.endswith("+00:00") else stamp
-
+# --- as dicts, for orjson ------------------------------------------------------------------------
+# These models as dicts in their fields' order, for the JSON the worker writes directly with
+# orjson (``funnel.lead_json``, ``schemas.handoff``); datetimes stay datetimes: orjson writes them
+# as pydantic does with ``OPT_UTC_Z``.
 
 def reason_json(r: Reason, decayed: float | None = None) -> dict[str, Any]:
     """``r`` as JSON (``decayed``: the value to write in place of its own)."""
-    return {"rule": r.rule, "points": r.points, "at": iso(r.at), "kind": r.kind,
+    return {"rule": r.rule, "points": r.points, "at": r.at, "kind": r.kind,
             "detail": r.detail, "decayed": r.decayed if decayed is None else decayed}
 
 
 def transition_json(t: TransitionRecord) -> dict[str, Any]:
     return {"lead_id": t.lead_id, "version": t.version, "from_stage": t.from_stage,
-            "to_stage": t.to_stage, "trigger": t.trigger, "occurred_at": iso(t.occurred_at),
+            "to_stage": t.to_stage, "trigger": t.trigger, "occurred_at": t.occurred_at,
             "actor": t.actor, "reason": t.reason, "reasons": [reason_json(r) for r in t.reasons]}
 
 
 def order_json(o: OrderRecord) -> dict[str, Any]:
-    return {"order_id": o.order_id, "occurred_at": iso(o.occurred_at), "amount": o.amount,
+    return {"order_id": o.order_id, "occurred_at": o.occurred_at, "amount": o.amount,
             "currency": o.currency, "source": o.source}
