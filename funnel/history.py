@@ -95,6 +95,7 @@ class History:
     blob: bytes = b""
     cut: bool = False
     stored: bool = field(default=False, compare=False)
+    lines: int = field(default=-1, compare=False, repr=False)   # the count, once known
 
     @classmethod
     def of(cls, items: list[Item], cut: bool = False) -> "History":
@@ -104,7 +105,9 @@ class History:
         return history
 
     def __len__(self) -> int:
-        return self.blob.count(b"\n") + 1 if self.blob else 0
+        if self.lines < 0:   # counted once, not at every add (a blob holds up to 256 KB)
+            self.lines = self.blob.count(b"\n") + 1 if self.blob else 0
+        return self.lines
 
     @property
     def items(self) -> list[Item]:
@@ -120,7 +123,7 @@ class History:
         while (count > HISTORY_KEPT or len(blob) > HISTORY_BYTES) and count > 1:
             blob = blob[blob.index(b"\n") + 1:]
             count, cut = count - 1, True
-        return History(blob, cut)
+        return History(blob, cut, lines=count)
 
     def encode(self) -> bytes:
         return ENCODING_V1 + (b"1" if self.cut else b"0") + self.blob

@@ -19,6 +19,7 @@ Faust-free: a plain dict serves as the table in the unit tests.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Protocol
@@ -132,9 +133,10 @@ class LeadStore:
         once their state is in the table (after the checkpoint), never before: a lead dropped
         earlier would be read back from older bytes."""
         excess = len(self.cache) - self.cache_size
-        for lead_id in list(self.cache)[:max(excess, 0)] if excess > 0 else ():
-            if lead_id not in self.dirty:
-                del self.cache[lead_id]
+        if excess > 0:
+            for lead_id in list(itertools.islice(self.cache, excess)):
+                if lead_id not in self.dirty:
+                    del self.cache[lead_id]
 
     def forget(self, partitions: set[int]) -> None:
         """The partitions were revoked: their cached state goes (read again when they come

@@ -220,7 +220,7 @@ def test_stage_list_is_the_contracts():
 
 
 def test_a_lead_with_heavy_messages_keeps_a_bounded_history_and_says_it_was_cut():
-    from funnel.history import HISTORY_BYTES
+    from funnel.history import HISTORY_BYTES, History
 
     lead = new_lead("u-heavy", MODEL)
     for i in range(120):
@@ -231,6 +231,7 @@ def test_a_lead_with_heavy_messages_keeps_a_bounded_history_and_says_it_was_cut(
     sizes = sum(len(orjson.dumps(item)) for item in items) + len(items) - 1   # + the newlines
     assert len(lead.history.blob) == sizes <= HISTORY_BYTES < 120 * 7000
     assert lead.history.cut and items[-1]["m"]["properties"]["note"] == "x" * 7000
+    assert len(lead.history) == len(items) == len(History.decode(lead.history.encode()))
     assert len(lead.history.encode()) < 512 * 1024
     assert b"x" * 7000 not in lead.model_dump_json().encode()   # not in the lead's record
 
