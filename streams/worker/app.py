@@ -22,6 +22,7 @@ from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState
                                        admitted, flush_before_wait_empty, highwater,
                                        reread_stuck, seek_before_resume, seek_in_place, seeked,
                                        serve_first, settle, watch_positions)
+from streams.worker.faust_deliver import deliver_without_tasks
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import TIMER_STEP, Pipeline
@@ -41,6 +42,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     its pages at ``projection_url``). Faust's own env vars (BROKER_URL, …) are not used."""
     seek_before_resume()
     seek_in_place()
+    deliver_without_tasks()
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     pipeline = role == "worker"
     projection = role == "projection" or settings.projection == "inline"
