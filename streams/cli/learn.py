@@ -54,9 +54,11 @@ def learn(events_file: Path | None, from_topic: bool, outcome: str, since: str |
     current one on the newest outcomes."""
     from funnel.candidate import learn as learn_model
     from funnel.fitting import LearnError
+    from streams.embedded.runner import collect_less
 
     if (events_file is None) == (not from_topic):
         raise click.UsageError("give exactly one of --events FILE or --from-topic")
+    collect_less()   # replays of the whole history
     settings = _settings()
     try:
         current = load_model(baseline or settings.model)

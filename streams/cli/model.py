@@ -56,9 +56,11 @@ def backtest(candidate: Path, baseline: Path | None, events_file: Path | None, f
     from rich.table import Table
 
     from funnel.backtest import changes, replay
+    from streams.embedded.runner import collect_less
 
     if (events_file is None) == (not from_topic):
         raise click.UsageError("give exactly one of --events FILE or --from-topic")
+    collect_less()   # two replays of the whole history
     settings = _settings()
     current_path = baseline or settings.model
     try:

