@@ -137,10 +137,13 @@ def worker_code(s: Settings, leads: int, seed: int) -> float:
     """Events/s of the worker's own code on one core, with no Faust and no broker: the same
     traffic through the same ``Pipeline``, ``Checkpoint`` and ``LeadStore`` (memory state) on the
     simulated cluster of the crash tests (``tests/unit/sim.py``: partitions as lists, identity
-    messages fed back; no timers, so no cooling pass)."""
+    messages fed back; no timers, so no cooling pass), with the worker's garbage collector
+    settings."""
+    import gc
     import random
 
     from funnel.config import load_model
+    from streams.embedded.runner import collect_less
     from tests.unit.sim import Cluster, Fuse
 
     cluster = Cluster(s.partitions, load_model(), s)
@@ -148,9 +151,15 @@ def worker_code(s: Settings, leads: int, seed: int) -> float:
     for key, m in traffic(leads, seed):
         cluster.publish(s.topic("events"), key, orjson.dumps(m))
         n += 1
-    started = time.perf_counter()
-    cluster.run_worker(random.Random(7), Fuse(None), s.state_cache, s.flush_max_events)
-    return n / (time.perf_counter() - started)
+    thresholds = gc.get_threshold()
+    collect_less()
+    try:
+        started = time.perf_counter()
+        cluster.run_worker(random.Random(7), Fuse(None), s.state_cache, s.flush_max_events)
+        return n / (time.perf_counter() - started)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -233,21 +242,26 @@ def broker_rss() -> float:
     return sum(rss_mb(int(pid))[0] for pid in pids.stdout.split())
 
 
-def ceiling_rates(s: Settings, leads: int, tmp: str, timeout: float) -> tuple[float, float]:
-    """(the Faust no-op agent's events/s on the same topic, the worker's own code's)."""
+def ceiling_rates(s: Settings, leads: int, tmp: str, timeout: float
+                  ) -> tuple[float, float, float]:
+    """(the Faust no-op agent's events/s on the same topic, the same with the worker's hand-over
+    of fetched messages (``streams.worker.faust_deliver``), the worker's own code's)."""
     from streams.embedded.runner import stop_worker, worker_env
 
-    noop_group = f"{s.topic_prefix}noop"
-    noop = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.noop", s.broker or "", s.topic("events"),
-         noop_group, str(s.partitions)], env=worker_env(s), stdin=subprocess.DEVNULL,
-        stdout=open(Path(tmp) / "noop.log", "wb"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-    try:
-        noop_rate, _ = GroupWatch(s, noop_group, s.topic("events")).rate(noop, timeout)
-    finally:
-        stop_worker(noop)
-    return noop_rate, worker_code(s, leads, seed=20)
+    rates = []
+    for deliver in (False, True):
+        noop_group = f"{s.topic_prefix}noop{'-deliver' if deliver else ''}"
+        noop = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.noop", s.broker or "", s.topic("events"),
+             noop_group, str(s.partitions)] + (["--deliver"] if deliver else []),
+            env=worker_env(s), stdin=subprocess.DEVNULL,
+            stdout=open(Path(tmp) / f"{noop_group}.log", "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        try:
+            rates.append(GroupWatch(s, noop_group, s.topic("events")).rate(noop, timeout)[0])
+        finally:
+            stop_worker(noop)
+    return rates[0], rates[1], worker_code(s, leads, seed=20)
 
 
 def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float = 3600,
@@ -271,9 +285,9 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                   f"embedded broker (published in {time.monotonic() - t0:.0f}s)", flush=True)
             raw = raw_consume(s, n)
             timeout = max(timeout, n / 200)   # the scale run: ~6.8 M events
-            noop_rate = own_code = float("nan")
+            noop_rate = delivered = own_code = float("nan")
             if ceilings:
-                noop_rate, own_code = ceiling_rates(s, leads, tmp, timeout)
+                noop_rate, delivered, own_code = ceiling_rates(s, leads, tmp, timeout)
             proc = spawn_worker(s, Path(tmp) / "worker.log")
             try:
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
@@ -300,6 +314,8 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
     print(f"  raw aiokafka getmany + JSON    {raw:>10,.0f} events/s")
     if ceilings:
         print(f"  Faust no-op agent              {noop_rate:>10,.0f} events/s   (1.00×)")
+        print(f"  the same, the worker's hand-over {delivered:>8,.0f} events/s   "
+              f"({delivered / noop_rate:.2f}×: Faust's four tasks per message left out)")
         ceiling = 1 / (1 / noop_rate + 1 / own_code)
         print(f"  worker's own code, no Faust    {own_code:>10,.0f} events/s   "
               f"({1e6 / own_code:,.0f} µs an event on one core, simulated broker; with the "
