@@ -9,7 +9,8 @@ state of simulated leads and on unusual values.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -34,10 +35,10 @@ def facts(lead: Lead) -> LeadFacts:
 
 def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
     """``lead.snapshot(half_life_days).model_dump_json()``, the same bytes, built directly."""
-    decayed, rest = lead._decayed(half_life_days)
+    decayed, rest = lead.decayed(half_life_days)
     contributions = [reason_json(r, d) for r, d in zip(lead.contributions, decayed)]
     if rest is not None:
-        contributions.append(reason_json(lead._adjustment(rest)))
+        contributions.append(reason_json(lead.adjustment(rest)))
     ft = lead.first_touch
     return _dumps(lambda: lead.snapshot(half_life_days).model_dump_json().encode(), {
         "lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
@@ -67,15 +68,9 @@ def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
     })
 
 
-
 # --- the stored record: ``lead.model_dump_json(exclude_defaults=True)`` ------------------------
 # A field equal to its default is left out, in the nested models too (pydantic compares with
 # ``==``); the message history is not part of it (kept apart, see ``funnel.history``).
-
-_DATES = ("interest_at", "first_seen_at", "last_activity_at", "stage_entered_at", "mql_at",
-          "sql_at", "customer_at", "sal_at", "disqualified_at", "recycled_at",
-          "last_sales_action_at", "sla_breached_at")
-
 
 def _reason(r: Reason) -> dict[str, Any]:
     out: dict[str, Any] = {"rule": r.rule, "points": r.points}

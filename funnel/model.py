@@ -130,15 +130,15 @@ class Lead(BaseModel):
         """The interest contributions, each with its value decayed to the score's time, plus one
         adjustment (older contributions no longer kept, the cap, the floor at zero) so that the
         decayed values add up to the interest score exactly."""
-        decayed, rest = self._decayed(half_life_days)
+        decayed, rest = self.decayed(half_life_days)
         # new Reasons, not ``model_copy(update=…)``: half the time, once per contribution
         out = [Reason(rule=r.rule, points=r.points, at=r.at, kind=r.kind, detail=r.detail,
                       decayed=d) for r, d in zip(self.contributions, decayed)]
         if rest is not None:
-            out.append(self._adjustment(rest))
+            out.append(self.adjustment(rest))
         return out
 
-    def _decayed(self, half_life_days: float | None) -> tuple[list[float], float | None]:
+    def decayed(self, half_life_days: float | None) -> tuple[list[float], float | None]:
         """Each contribution's decayed value, and the adjustment that makes them add up (None:
         they already do)."""
         values = []
@@ -149,7 +149,8 @@ class Lead(BaseModel):
         rest = round(shown(self.interest_raw) - sum(values), 6)
         return values, (rest if abs(rest) > 1e-6 else None)
 
-    def _adjustment(self, rest: float) -> Reason:
+    def adjustment(self, rest: float) -> Reason:
+        """The explanation's last line: what the kept contributions do not account for."""
         return Reason(rule="(older, cap and floor)", points=rest, at=self.interest_at,
                       kind="adjustment", decayed=rest)
 

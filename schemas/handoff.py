@@ -112,7 +112,7 @@ def _typed(name: str, kinds: tuple[str, ...], data: type[BaseModel], doc: str) -
 
 class LeadFacts(NamedTuple):
     """What the lead events say of a lead: a snapshot's fields, without its explanations (made
-    once per change, by ``funnel.model.Lead.facts``, or from a snapshot)."""
+    once per change by ``funnel.lead_json.facts``, or from a snapshot)."""
 
     lead_id: str
     version: int
