@@ -192,8 +192,8 @@ def memory_slope(samples: list[tuple[int, float]], n: int, ids: int, since: floa
 
 def state_bytes(s: Settings) -> tuple[int, float]:
     """(lead ids, mean bytes) of the latest changelog record per lead (its history, in a table
-    of its own, not counted)."""
-    from streams.worker.checkpoint import MARKER_KEY
+    of its own, not counted; nor the checkpoint's markers and journal: keys no lead has)."""
+    from streams.worker.store import MARKER_PREFIX
 
     topic = f"{s.app_id}-lead-state-changelog"
     c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers(), enable_auto_commit=False,
@@ -203,7 +203,7 @@ def state_bytes(s: Settings) -> tuple[int, float]:
     c.seek_to_beginning(*tps)
     sizes: dict[bytes, int] = {}
     for record in c:
-        if record.key and record.key != MARKER_KEY.encode():
+        if record.key and not record.key.startswith(MARKER_PREFIX.encode()):
             sizes[record.key] = len(record.value or b"")
     c.close()
     return len(sizes), (sum(sizes.values()) / len(sizes) if sizes else 0.0)
