@@ -22,6 +22,8 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from mode.services import WaitResults
+
 _EVENT_WAIT = asyncio.Event.wait.__code__
 
 
@@ -39,15 +41,15 @@ def stepping(original: Callable[..., Any]) -> Callable[..., Any]:
     the fetcher's hand-over — first runs the callback's first step in place."""
 
     async def wait_first(self: Any, *coros: Any, timeout: float | None = None) -> Any:
-        if len(coros) == 2 and timeout is None and not self.should_stop \
-                and isinstance(coros[0], Coroutine) \
-                and getattr(coros[1], "cr_code", None) is _EVENT_WAIT:
+        if len(coros) == 2 and getattr(coros[1], "cr_code", None) is _EVENT_WAIT \
+                and timeout is None and not self.should_stop \
+                and isinstance(coros[0], Coroutine):
             work, flow = coros
             try:
                 waits_for = work.send(None)
             except StopIteration as done:   # finished at once: the usual case
                 flow.close()
-                return _results(work, done.value)
+                return WaitResults([work], [done.value], False)
             except BaseException:
                 flow.close()
                 raise
@@ -56,12 +58,6 @@ def stepping(original: Callable[..., Any]) -> Callable[..., Any]:
 
     wait_first._funnel = True  # type: ignore[attr-defined]
     return wait_first
-
-
-def _results(winner: Any, value: Any) -> Any:
-    from mode.services import WaitResults
-
-    return WaitResults([winner], [value], False)
 
 
 async def _rest(work: Coroutine, waits_for: Any) -> Any:

@@ -139,11 +139,10 @@ def worker_code(s: Settings, leads: int, seed: int) -> float:
     simulated cluster of the crash tests (``tests/unit/sim.py``: partitions as lists, identity
     messages fed back; no timers, so no cooling pass), with the worker's garbage collector
     settings."""
-    import gc
     import random
 
     from funnel.config import load_model
-    from streams.embedded.runner import collect_less
+    from tests.bench.sections import timed, worker_gc
     from tests.unit.sim import Cluster, Fuse
 
     cluster = Cluster(s.partitions, load_model(), s)
@@ -151,15 +150,9 @@ def worker_code(s: Settings, leads: int, seed: int) -> float:
     for key, m in traffic(leads, seed):
         cluster.publish(s.topic("events"), key, orjson.dumps(m))
         n += 1
-    thresholds = gc.get_threshold()
-    collect_less()
-    try:
-        started = time.perf_counter()
-        cluster.run_worker(random.Random(7), Fuse(None), s.state_cache, s.flush_max_events)
-        return n / (time.perf_counter() - started)
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+    with worker_gc():
+        return n / timed(lambda: cluster.run_worker(random.Random(7), Fuse(None), s.state_cache,
+                                                    s.flush_max_events))
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

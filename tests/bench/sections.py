@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gc
 import os
 import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -26,6 +27,18 @@ from funnel.decide import new_lead, process
 from schemas.events import parse_event
 from streams.embedded.runner import collect_less
 from streams.simulate import generate
+
+
+@contextlib.contextmanager
+def worker_gc() -> Iterator[None]:
+    """The worker's garbage collector settings (``collect_less``) for a while, then Python's."""
+    thresholds = gc.get_threshold()
+    collect_less()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -55,11 +68,8 @@ def bench_core(leads: int = 3000) -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     warm = timed(replay)   # the model's caches filled, as in a long replay
-    thresholds = gc.get_threshold()
-    collect_less()   # as the worker, funnel backtest and funnel learn run it
-    tuned = timed(replay)
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
+    with worker_gc():
+        tuned = timed(replay)
     print(f"core: {len(raws)} events for {len(state)} leads in {elapsed:.2f}s = "
           f"{len(raws) / elapsed:,.0f} events/s (parse + process, one core); run again: "
           f"{len(raws) / warm:,.0f}, and {len(raws) / tuned:,.0f} with the worker's garbage "
