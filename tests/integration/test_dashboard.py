@@ -101,10 +101,13 @@ def history(pipeline, producer):
 
 
 def kpi(driver, name) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, f'[data-kpi="{name}"]').get_attribute(
-        "data-value")
+    # found and read in one step: the page redraws itself every 3 s, and an element found
+    # before a redraw is stale after it (StaleElementReferenceException, seen once in make test)
+    value = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e && e.getAttribute('data-value')",
+        f'[data-kpi="{name}"]')
+    assert value is not None, f"no KPI {name} on the page"
+    return value
 
 
 def loaded(driver, at_least=1):
