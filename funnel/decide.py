@@ -12,7 +12,7 @@ import orjson
 
 from funnel import scoring
 from funnel.config import ScoringModel, per_model
-from funnel.history import History, Message, compact, message_time, remember
+from funnel.history import History, Item, Message, compact, message_time, remember, revive
 from funnel.lifecycle import Refused
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, ORDERS_KEPT, SEEN_WINDOW,
                           TRAITS_BYTES, Lead)
@@ -22,7 +22,7 @@ from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
 from schemas.lead import FirstTouch, OrderRecord, Reason, TransitionRecord
 
-__all__ = ["CommandRefused", "Message", "new_lead", "process"]
+__all__ = ["CommandRefused", "Message", "message_id", "new_lead", "process", "rescore"]
 
 
 class CommandRefused(ValueError):
@@ -51,22 +51,68 @@ def new_lead(lead_id: str, model: ScoringModel) -> Lead:
 def process(lead: Lead, message: Message, model: ScoringModel) -> tuple[Lead, list[TransitionRecord]]:
     """Apply one message to one lead. Returns the new lead (the input is not changed) and the
     stage changes it caused, in order. A duplicate message returns the lead unchanged."""
-    msg_id = message.messageId if isinstance(message, InteractionEvent) else message.command_id
+    msg_id = message_id(message)
     if msg_id in lead.seen_ids:
         return lead, []
     lead = lead.model_copy()
     lead.seen_ids = [*lead.seen_ids[-(SEEN_WINDOW - 1):], msg_id]
+    remember(lead, compact(message))
+    return lead, _apply(lead, message, model)
+
+
+def message_id(message: Message) -> str:
+    """A message's idempotency key: an event's ``messageId``, a command's ``command_id``."""
+    return message.messageId if isinstance(message, InteractionEvent) else message.command_id
+
+
+def rescore(start: Lead, items: list[Item], model: ScoringModel) -> Lead:
+    """``start`` with ``items`` (history items) applied in order, for what an identity merge
+    takes of the result: its scores and their inputs, ``origin``, ``seen_ids`` and history —
+    the values ``process`` item after item gives (duplicates skipped alike). When no sales
+    command is among the items (most merges) it is cheaper: one copy of the lead, not one a
+    message; the history written once; no stage moves, which an event's scores do not depend on
+    (a command's acceptance does, so a command among them takes ``process`` all the way)."""
+    messages = [revive(item) for item in items]
+    if not all(isinstance(m, InteractionEvent) for m in messages):
+        lead = start
+        for message in messages:
+            try:
+                lead, _ = process(lead, message, model)
+            except CommandRefused:
+                pass
+        return lead
+    lead = start.model_copy()
+    seen = list(lead.seen_ids)
+    last = {msg_id: i for i, msg_id in enumerate(seen)}   # where each id was seen last
+    kept: list[Item] = []
+    for event in messages:
+        at = last.get(event.messageId)
+        if at is not None and at >= len(seen) - SEEN_WINDOW:
+            continue   # a duplicate: within the last SEEN_WINDOW ids, as in ``process``
+        last[event.messageId] = len(seen)
+        seen.append(event.messageId)
+        kept.append(compact(event))
+        _apply(lead, event, model, stages=False)
+    lead.seen_ids = seen[-SEEN_WINDOW:]
+    lead.history = lead.history.extend(kept)
+    return lead
+
+
+def _apply(lead: Lead, message: Message, model: ScoringModel, stages: bool = True
+           ) -> list[TransitionRecord]:
+    """``message`` applied to ``lead`` in place (a copy of the caller's); ``stages``: the stage
+    moves too (deadlines passed, purchases, the automatic moves)."""
     lead.version += 1
     lead.model_name, lead.model_version = model.name, model.version
-    remember(lead, compact(message))
     at = message_time(message)
     timed: list[TransitionRecord] = []
-    apply_deadlines(lead, at, timed, model)   # deadlines that passed before this message, in event time
+    if stages:   # deadlines that passed before this message, in event time
+        apply_deadlines(lead, at, timed, model)
     if isinstance(message, InteractionEvent):
-        lead, moves = _on_event(lead, message, model)
+        moves = _on_event(lead, message, model, stages)
     else:
-        lead, moves = _on_command(lead, message, model)
-    return lead, timed + moves
+        moves = _on_command(lead, message, model)
+    return timed + moves if timed else moves
 
 
 def _touch(lead: Lead, at: datetime) -> None:
@@ -79,8 +125,8 @@ def _touch(lead: Lead, at: datetime) -> None:
 NO_TOUCH = FirstTouch()
 
 
-def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
-              ) -> tuple[Lead, list[TransitionRecord]]:
+def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel, stages: bool = True
+              ) -> list[TransitionRecord]:
     at = event.timestamp
     _touch(lead, at)
     lead.events_count += 1
@@ -126,10 +172,12 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel
               or lead.orders != orders_before)
 
     transitions: list[TransitionRecord] = []
+    if not stages:
+        return transitions
     if fired & model.lifecycle.customer_set and lead.stage != "customer":
         move(lead, "purchase", at, transitions, model, fired, reason=event.event)
     advance(lead, at, transitions, model, fired)
-    return lead, transitions
+    return transitions
 
 
 DEFAULT_CURRENCY = "USD"
@@ -163,7 +211,7 @@ COMMAND_TRIGGERS = {"create": "create", "accept": "accept", "reject": "reject",
 
 
 def _on_command(lead: Lead, command: SalesCommand, model: ScoringModel
-                ) -> tuple[Lead, list[TransitionRecord]]:
+                ) -> list[TransitionRecord]:
     at = command.occurred_at
     trigger = COMMAND_TRIGGERS[command.action]
     transitions: list[TransitionRecord] = []
@@ -188,7 +236,7 @@ def _on_command(lead: Lead, command: SalesCommand, model: ScoringModel
                                       f"'{lead.stage}' under the '{model.lifecycle.policy}' policy")
     if lead.stage == "sal":   # two_step: the second filter may already pass
         advance(lead, at, transitions, model, set())
-    return lead, transitions
+    return transitions
 
 
 def _s(v: object) -> str | None:

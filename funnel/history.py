@@ -125,6 +125,22 @@ class History:
             count, cut = count - 1, True
         return History(blob, cut, lines=count)
 
+    def extend(self, items: list[Item]) -> "History":
+        """``add`` of each item in turn, in one pass: the longest run of the last lines that
+        keeps both bounds (at least the last line), not a copy of the blob per item."""
+        if not items:
+            return self
+        lines = [orjson.dumps(item) for item in items]
+        if self.blob:
+            lines = [*self.blob.split(b"\n"), *lines]
+        keep = size = 0
+        for line in reversed(lines):
+            grown = size + len(line) + (1 if keep else 0)
+            if keep and (keep >= HISTORY_KEPT or grown > HISTORY_BYTES):
+                break
+            keep, size = keep + 1, grown
+        return History(b"\n".join(lines[-keep:]), self.cut or keep < len(lines), lines=keep)
+
     def encode(self) -> bytes:
         return ENCODING_V1 + (b"1" if self.cut else b"0") + self.blob
 

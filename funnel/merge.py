@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from funnel.config import ScoringModel
-from funnel.decide import CommandRefused, new_lead, process
-from funnel.history import HISTORY_KEPT, Item, item_id, item_time, revive
+from funnel.decide import new_lead, rescore
+from funnel.history import HISTORY_KEPT, Item, item_id, item_time
 from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
 from funnel.moves import advance
 from schemas.lead import TransitionRecord
@@ -81,18 +81,12 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
     if new_items:
         if not lead.history.cut:
             # replay the union from a new lead, in event time (stable: arrival order)
-            union = sorted([*known_items(lead), *new_items], key=item_time)
-            replayed = new_lead(lead.lead_id, model)
+            replayed = rescore(new_lead(lead.lead_id, model),
+                               sorted([*known_items(lead), *new_items], key=item_time), model)
         else:
             # the lead's own history was cut: older messages cannot be replayed, so the other
             # id's messages are applied on top, in event time (frequency limits approximate)
-            union = sorted(new_items, key=item_time)
-            replayed = lead
-        for item in union:
-            try:
-                replayed, _ = process(replayed, revive(item), model)
-            except CommandRefused:
-                pass
+            replayed = rescore(lead, sorted(new_items, key=item_time), model)
         for name in SCORING_FIELDS:
             setattr(merged, name, getattr(replayed, name))
         if replayed.origin != "marketing" and merged.origin != "sales":

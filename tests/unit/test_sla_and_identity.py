@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from funnel.config import default_model_text, load_model, parse_model
-from funnel.decide import new_lead, process
+from funnel.decide import CommandRefused, new_lead, process
+from funnel.history import revive
 from funnel.merge import LinkRefused, accept_link, merge
 from funnel.timers import expires_at, next_due, sla_due_at, tick
 from funnel.lifecycle import STAGES
@@ -291,3 +292,57 @@ def test_a_remembered_event_is_what_its_json_dump_would_be():
             {**dumped, **({"context": item["m"]["context"]} if "context" in item["m"] else {})})
     assert compact(events[0])["m"]["timestamp"] == "2026-01-01T08:00:00.500000Z"
     assert compact(events[0])["m"]["context"] == {"page": {"url": "u"}}   # only what replay needs
+
+
+def test_rescore_gives_what_process_gives_message_after_message():
+    """The merge's replay (``rescore``: one copy, the history written once, no stage moves when
+    only events are replayed) against ``process`` item after item, on simulated leads' histories
+    with re-sent messages, some from a lead part-way (as a cut history's merge does)."""
+    from funnel.decide import rescore
+    from funnel.history import compact
+    from funnel.merge import SCORING_FIELDS
+    from schemas.events import InteractionEvent
+    from tests.unit.helpers import simulated_history
+
+    msgs, _ = simulated_history(120, seed=5, days=30)
+    per_lead: dict[str, list] = {}
+    for m in msgs:
+        per_lead.setdefault(m.lead_key if isinstance(m, InteractionEvent) else m.lead_id,
+                            []).append(compact(m))
+    rnd, checked, with_commands = random.Random(3), 0, 0
+    for lead_id, items in per_lead.items():
+        items = items + [items[rnd.randrange(len(items))] for _ in range(rnd.randint(0, 2))]
+        start = new_lead(lead_id, MODEL)
+        if len(items) > 4 and rnd.random() < 0.3:   # from a lead with messages of its own
+            start = rescore(start, items[:2], MODEL)
+            items = items[2:]
+        slow = start
+        for item in items:
+            try:
+                slow, _ = process(slow, revive(item), MODEL)
+            except CommandRefused:
+                pass
+        fast = rescore(start, items, MODEL)
+        for name in (*SCORING_FIELDS, "seen_ids", "origin"):
+            assert getattr(fast, name) == getattr(slow, name), (lead_id, name)
+        assert fast.history.blob == slow.history.blob and len(fast.history) == len(slow.history)
+        checked += 1
+        with_commands += any(i["k"] == "c" for i in items)
+    assert checked == len(per_lead) > 100 and 0 < with_commands < checked
+
+
+def test_a_history_extended_at_once_is_the_history_added_to_item_by_item():
+    from funnel.history import HISTORY_KEPT, History
+
+    rnd = random.Random(11)
+    for trial in range(40):
+        sizes = (10, 300) if trial % 2 else (10, 300, 9000, 70000)   # the count's bound, or the size's
+        items = [{"k": "e", "m": {"messageId": f"m{trial}-{i}", "note": "x" * rnd.choice(sizes)}}
+                 for i in range(rnd.randint(0, HISTORY_KEPT + 40))]
+        start = History.of(items[:rnd.randint(0, 5)], cut=rnd.random() < 0.2)
+        one_by_one = start
+        for item in items:
+            one_by_one = one_by_one.add(item)
+        at_once = start.extend(items)
+        assert (at_once.blob, at_once.cut, len(at_once)) == \
+            (one_by_one.blob, one_by_one.cut, len(one_by_one))
