@@ -155,7 +155,7 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel, stages: 
     day = at.date().isoformat()
     orders_before = lead.orders
     for rule in scoring.applicable_rules(model, event, lead.traits, lead.rule_days,
-                                         lead.rule_hits):
+                                         lead.rule_hits, day):
         lead.interest_raw, lead.interest_at = scoring.add_points(
             model, lead.interest_raw, lead.interest_at, at, rule.points)
         lead.rule_days = scoring.count_rule(lead.rule_days, rule, day)

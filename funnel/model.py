@@ -93,14 +93,19 @@ class Lead(BaseModel):
     model_name: str = ""
     model_version: str = ""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # the core sets ~15 fields a message; pydantic's own path costs two calls more each
-        # (validate_assignment is off, so it does just this for a field)
-        if name in LEAD_FIELDS:
-            self.__dict__[name] = value
-            self.__pydantic_fields_set__.add(name)
-        else:
-            super().__setattr__(name, value)
+    # The core sets ~15 fields a message and copies the lead once: both without pydantic's
+    # Python-level steps (validate_assignment is off, so its ``__setattr__`` only stores the
+    # value and records the name in ``model_fields_set``, which nothing here reads; a lead's
+    # fields set is what it was validated with)
+    __setattr__ = object.__setattr__
+
+    def __copy__(self) -> "Lead":
+        new = Lead.__new__(Lead)
+        object.__setattr__(new, "__dict__", self.__dict__.copy())
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__)
+        object.__setattr__(new, "__pydantic_private__", None)
+        return new
 
     @field_validator("history", mode="before")
     @classmethod

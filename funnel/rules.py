@@ -100,6 +100,12 @@ class Match(Strict):
             return None
         return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.path))
 
+    @cached_property
+    def kind_only(self) -> bool:
+        """Only ``type`` and ``event`` are asked (``Interest.rules_for`` checks them)."""
+        return self.path is None and not self.properties and not self.campaign \
+            and not self.traits and self.known is None
+
     @model_validator(mode="before")
     @classmethod
     def _lists(cls, v: Any) -> Any:

@@ -79,6 +79,11 @@ def matches(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bo
         return False
     if match.event is not None and (event.event or event.name) not in match.event:
         return False
+    return match.kind_only or matches_beyond_kind(match, event, traits)
+
+
+def matches_beyond_kind(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bool:
+    """``matches`` for an event whose type and name the match admits."""
     if match.path_pattern is not None:
         path = event.path
         if path is None or not match.path_pattern.match(path):
@@ -117,12 +122,14 @@ def applicable_rules(
     traits: dict[str, Any],
     rule_days: dict[str, list[Any]],
     rule_hits: dict[str, list[datetime]] | None = None,
+    day: str | None = None,
 ) -> list[InterestRule]:
-    """The interest rules that score this event, after frequency limits."""
-    day = event.timestamp.date().isoformat()
+    """The interest rules that score this event, after frequency limits (``day``: the event's
+    date in ISO form, when the caller has it)."""
+    day = day or event.timestamp.date().isoformat()
     out = []
     for rule in model.interest.rules_for(event.type, event.event or event.name):
-        if not matches(rule.when, event, traits):
+        if not rule.when.kind_only and not matches_beyond_kind(rule.when, event, traits):
             continue
         seen = rule_days.get(rule.id)
         if rule.once and seen is not None:
