@@ -103,7 +103,7 @@ class Lead(BaseModel):
         new = Lead.__new__(Lead)
         object.__setattr__(new, "__dict__", self.__dict__.copy())
         object.__setattr__(new, "__pydantic_extra__", None)
-        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__)
+        object.__setattr__(new, "__pydantic_fields_set__", set(self.__pydantic_fields_set__))
         object.__setattr__(new, "__pydantic_private__", None)
         return new
 

@@ -70,3 +70,17 @@ def test_unusual_values_give_the_same_snapshot_bytes_as_pydantic():
         == b'{"lead_id":"x"}'
     assert b"big" in encode(lead.model_copy(update={"traits": {"big": 2**70}}))
     assert b'"rule":"(older, cap and floor)"' in snapshot_json(lead, 14.0)   # the floor at 0
+
+
+def test_a_lead_copy_is_apart_from_its_original_and_dumps_what_was_set():
+    """``Lead`` sets fields and copies itself without pydantic's Python steps: a copy's changes
+    stay in the copy, and a field set after validation is in the dump and the stored record."""
+    lead = Lead(lead_id="u-1", model_name="m", model_version="1")
+    copy = lead.model_copy()
+    copy.version, copy.stage, copy.traits = 3, "mql", {"email": "a@b.io"}
+    updated = lead.model_copy(update={"interest_raw": 7.5})
+    assert (lead.version, lead.stage, lead.traits, lead.interest_raw) == (0, "iql", {}, 0.0)
+    assert lead.model_fields_set == {"lead_id", "model_name", "model_version"}
+    assert (copy.version, copy.stage, updated.interest_raw) == (3, "mql", 7.5)
+    assert '"stage":"mql"' in copy.model_dump_json(exclude_defaults=True)
+    assert decode(encode(copy)) == copy and decode(encode(updated)) == updated
