@@ -22,7 +22,7 @@ from schemas.commands import SalesCommand
 from schemas.events import InteractionEvent
 from schemas.lead import FirstTouch, OrderRecord, Reason, TransitionRecord
 
-__all__ = ["CommandRefused", "Message", "message_id", "new_lead", "process", "rescore"]
+__all__ = ["CommandRefused", "Message", "new_lead", "process", "rescore"]
 
 
 class CommandRefused(ValueError):
@@ -51,18 +51,13 @@ def new_lead(lead_id: str, model: ScoringModel) -> Lead:
 def process(lead: Lead, message: Message, model: ScoringModel) -> tuple[Lead, list[TransitionRecord]]:
     """Apply one message to one lead. Returns the new lead (the input is not changed) and the
     stage changes it caused, in order. A duplicate message returns the lead unchanged."""
-    msg_id = message_id(message)
+    msg_id = message.messageId if isinstance(message, InteractionEvent) else message.command_id
     if msg_id in lead.seen_ids:
         return lead, []
     lead = lead.model_copy()
     lead.seen_ids = [*lead.seen_ids[-(SEEN_WINDOW - 1):], msg_id]
     remember(lead, compact(message))
     return lead, _apply(lead, message, model)
-
-
-def message_id(message: Message) -> str:
-    """A message's idempotency key: an event's ``messageId``, a command's ``command_id``."""
-    return message.messageId if isinstance(message, InteractionEvent) else message.command_id
 
 
 def rescore(start: Lead, items: list[Item], model: ScoringModel) -> Lead:

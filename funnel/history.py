@@ -99,10 +99,7 @@ class History:
 
     @classmethod
     def of(cls, items: list[Item], cut: bool = False) -> "History":
-        history = cls(cut=cut)
-        for item in items:
-            history = history.add(item)
-        return history
+        return cls(cut=cut).extend(items)
 
     def __len__(self) -> int:
         if self.lines < 0:   # counted once, not at every add (a blob holds up to 256 KB)

@@ -207,5 +207,3 @@ class Lead(BaseModel):
 def text_or_none(v: Any) -> str | None:
     return None if v is None else str(v)
 
-
-LEAD_FIELDS = frozenset(Lead.model_fields)

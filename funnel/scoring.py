@@ -75,15 +75,8 @@ def holds(cond: Condition, value: Any) -> bool:
 
 
 def matches(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bool:
-    if match.type is not None and event.type not in match.type:
-        return False
-    if match.event is not None and (event.event or event.name) not in match.event:
-        return False
-    return match.kind_only or matches_beyond_kind(match, event, traits)
-
-
-def matches_beyond_kind(match: Match, event: InteractionEvent, traits: dict[str, Any]) -> bool:
-    """``matches`` for an event whose type and name the match admits."""
+    """Whether ``event`` meets ``match`` beyond its type and name, which ``Interest.rules_for``
+    selected the rule by."""
     if match.path_pattern is not None:
         path = event.path
         if path is None or not match.path_pattern.match(path):
@@ -129,7 +122,7 @@ def applicable_rules(
     day = day or event.timestamp.date().isoformat()
     out = []
     for rule in model.interest.rules_for(event.type, event.event or event.name):
-        if not rule.when.kind_only and not matches_beyond_kind(rule.when, event, traits):
+        if not rule.when.kind_only and not matches(rule.when, event, traits):
             continue
         seen = rule_days.get(rule.id)
         if rule.once and seen is not None:
