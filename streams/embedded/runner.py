@@ -103,7 +103,7 @@ class ProjectionChild:
         from streams.embedded.stack import free_port
         from streams.embedded.supervise import Supervisor
 
-        port = free_port() if settings.worker_port > 0 else 0
+        port = free_port(frozenset({settings.http_port})) if settings.worker_port > 0 else 0
         self.settings = settings.model_copy(update={"worker_port": port})
         host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
         self.url = f"http://{host}:{port}" if port else None
@@ -154,10 +154,11 @@ class ProjectionChild:
 def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
     """Settings with broker and database filled in, starting the embedded ones that are unset."""
     broker = db = None
+    configured = frozenset({settings.http_port, settings.worker_port} - {0})
     try:
         if settings.broker is None:
             durable = settings.embedded_storage == "disk"
-            broker = EmbeddedBroker(settings.data_dir, durable=durable).start()
+            broker = EmbeddedBroker(settings.data_dir, durable=durable, avoid=configured).start()
             kept = f"topics in {broker.store_dir}" if durable else "topics in memory"
             if not broker.fresh:
                 kept += ", with the leads of earlier runs"
@@ -165,7 +166,7 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
                 shutil.rmtree(settings.data_dir / "worker", ignore_errors=True)
             echo(f"embedded broker (Tansu) at {broker.url}   ({kept})")
         if settings.database_url is None:
-            db = EmbeddedPostgres(settings.data_dir).start()
+            db = EmbeddedPostgres(settings.data_dir, avoid=configured).start()
             echo(f"embedded PostgreSQL at {db.url}   (psql {db.url})")
         resolved = settings.model_copy(update={
             "broker": settings.broker or broker.url,  # type: ignore[union-attr]

