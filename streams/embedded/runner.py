@@ -153,8 +153,7 @@ class ProjectionChild:
 @contextlib.contextmanager
 def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
     """Settings with broker and database filled in, starting the embedded ones that are unset."""
-    broker = db = None
-    configured = frozenset({settings.http_port, settings.worker_port} - {0})
+    broker, db, configured = None, None, frozenset({settings.http_port, settings.worker_port})
     try:
         if settings.broker is None:
             durable = settings.embedded_storage == "disk"
