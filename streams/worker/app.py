@@ -23,6 +23,7 @@ from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState
                                        reread_stuck, seek_before_resume, seek_in_place, seeked,
                                        serve_first, settle, watch_positions)
 from streams.worker.faust_deliver import deliver_without_tasks
+from streams.worker.faust_inbox import Inbox
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import TIMER_STEP, Pipeline
@@ -32,6 +33,7 @@ from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
 from streams.worker.store import LeadStore, MemoryState
 
 log = logging.getLogger("funnel.app")
+TAKE_AT_ONCE = 500   # messages the pipeline agent takes from its inbox at a time
 
 
 def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
@@ -137,9 +139,11 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     store, changelog, history_log = lead_tables(app, settings, model, producer)
     pipeline = Pipeline(store, settings, model, topics, metrics)
     checkpoint = Checkpoint(settings.flush_max_events, settings.flush_interval)
+    inbox = Inbox(app, set(inputs.topics), app.conf.stream_buffer_maxsize)
+
     async def write(pending: list, records: list, leads: dict) -> None:
-        await checkpoint.write(pending, records, leads, producer, changelog, ack, history_log,
-                               pipeline.journal)
+        await checkpoint.write(pending, records, leads, producer, changelog, inbox.ack,
+                               history_log, pipeline.journal)
         store.trim()   # only now: the cache's older leads are in the table
 
     behind = WriteBehind(checkpoint, pipeline.drain, pipeline.dirty, write)
@@ -155,16 +159,19 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
 
     @app.agent(inputs, name="funnel-pipeline", concurrency=1)
     async def funnel_pipeline(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        async for event in manual.events():
-            if not await admitted(app, positions, event.message):
-                continue
-            checkpoint.taken((manual, event))
-            source = Source.of(event.message)
-            progress.taken(source.topic, source.partition, source.offset)
-            pipeline.apply(source)
-            if behind.due(settings.flush_max_events):
-                await commit(wait=False)
+        inbox.subscribe(stream)   # its messages come through the inbox, in batches
+        counted = getattr(app.monitor, "events_taken", None)
+        inbox.on_taken = (lambda n: counted(stream, n)) if counted else None
+        while True:
+            for message in await inbox.take(TAKE_AT_ONCE):
+                if not await admitted(app, positions, message):
+                    continue
+                checkpoint.taken(message)
+                source = Source.of(message)
+                progress.taken(source.topic, source.partition, source.offset)
+                pipeline.apply(source)
+                if behind.due(settings.flush_max_events):
+                    await commit(wait=False)
 
     def assigned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}

@@ -143,6 +143,13 @@ def lean_monitor(monitor: Any) -> Any:
                 stream=f"stream.{self._stream_label(stream)}.events")).inc()
             return state
 
+        def events_taken(self, stream: Any, n: int) -> None:
+            """``n`` events of ``stream`` taken through an inbox (``worker.faust_inbox``): the
+            stream's own sensor does not see them."""
+            self._metrics.total_events.inc(n)
+            self._series(("stream", stream), lambda: self._metrics.total_events_per_stream.labels(
+                stream=f"stream.{self._stream_label(stream)}.events")).inc(n)
+
         def track_tp_end_offset(self, tp: Any, offset: int) -> None:   # at every message too
             Monitor.track_tp_end_offset(self, tp, offset)
             self._series(("end", tp), lambda: self._metrics.topic_partition_end_offset.labels(

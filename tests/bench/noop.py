@@ -1,8 +1,9 @@
 """The framework's ceiling: a Faust agent that does nothing with each message but acknowledge
 it (``noack`` stream, ``ack`` each), on the same broker and bytes as the worker. Run by the
 pipeline bench as ``python -m tests.bench.noop BROKER TOPIC GROUP PARTITIONS [--deliver]``;
-``--deliver``: with the worker's hand-over of fetched messages (``streams.worker.faust_deliver``)
-instead of stock Faust's."""
+``--deliver``: the worker's path instead of stock Faust's — its hand-over of fetched messages
+(``streams.worker.faust_deliver``) into an inbox taken in batches (``streams.worker.faust_inbox``)
+instead of a stream, each message acknowledged."""
 
 from __future__ import annotations
 
@@ -24,11 +25,23 @@ def main(broker: str, topic_name: str, group: str, partitions: int, deliver: boo
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw",
                       value_serializer="raw", partitions=partitions)
 
-    @app.agent(topic, name="noop", concurrency=1)
-    async def noop(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        async for event in manual.events():
-            await manual.ack(event)
+    if deliver:
+        from streams.worker.faust_inbox import Inbox
+
+        inbox = Inbox(app, {topic_name}, app.conf.stream_buffer_maxsize)
+
+        @app.agent(topic, name="noop", concurrency=1)
+        async def noop_inbox(stream: faust.StreamT) -> None:
+            inbox.subscribe(stream)
+            while True:
+                for message in await inbox.take(500):
+                    await inbox.ack(message)
+    else:
+        @app.agent(topic, name="noop", concurrency=1)
+        async def noop(stream: faust.StreamT) -> None:
+            manual = stream.noack()
+            async for event in manual.events():
+                await manual.ack(event)
 
     logging.getLogger("faust").setLevel(logging.WARNING)
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)

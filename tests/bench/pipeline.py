@@ -110,8 +110,9 @@ class GroupWatch:
         ``samples`` keeps (events committed, process RSS MB) on the way; ``most`` the largest
         value ``probe()`` gave per key, asked about every two seconds (each probe reads the
         last record batch of every partition probed: this bench shares the worker's two cores)."""
-        first_at, first_n, probed = None, 0, 0.0
+        first_at, first_n, probed, cpu_at = None, 0, 0.0, 0.0
         self.samples: list[tuple[int, float]] = []
+        self.busy = float("nan")   # CPU seconds the process used per second while it ran
         self.most: dict[str, int] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -124,8 +125,9 @@ class GroupWatch:
                 for key, value in probe().items():
                     self.most[key] = max(self.most.get(key, 0), value)
             if first_at is None and done > 0:
-                first_at, first_n = now, done
+                first_at, first_n, cpu_at = now, done, cpu_seconds(proc.pid)
             if done >= self.total and first_at is not None:
+                self.busy = (cpu_seconds(proc.pid) - cpu_at) / max(now - first_at, 1e-9)
                 if done == first_n:   # all of it in the first commit seen: too few to time
                     return float("nan"), first_at
                 return (self.total - first_n) / (now - first_at), first_at
@@ -163,6 +165,12 @@ def rss_mb(pid: int) -> tuple[float, float]:
             name, value = line.split(":")
             fields[name] = int(value.split()[0]) / 1024
     return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
@@ -237,8 +245,9 @@ def broker_rss() -> float:
 
 def ceiling_rates(s: Settings, leads: int, tmp: str, timeout: float
                   ) -> tuple[float, float, float]:
-    """(the Faust no-op agent's events/s on the same topic, the same with the worker's hand-over
-    of fetched messages (``streams.worker.faust_deliver``), the worker's own code's)."""
+    """(the Faust no-op agent's events/s on the same topic, the same on the worker's path —
+    fetched messages handed over into an inbox taken in batches (``streams.worker.faust_inbox``)
+    — the worker's own code's)."""
     from streams.embedded.runner import stop_worker, worker_env
 
     rates = []
@@ -307,16 +316,18 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
     print(f"  raw aiokafka getmany + JSON    {raw:>10,.0f} events/s")
     if ceilings:
         print(f"  Faust no-op agent              {noop_rate:>10,.0f} events/s   (1.00×)")
-        print(f"  the same, the worker's hand-over {delivered:>8,.0f} events/s   "
-              f"({delivered / noop_rate:.2f}×: Faust's four tasks per message left out)")
+        print(f"  the same, the worker's path    {delivered:>10,.0f} events/s   "
+              f"({delivered / noop_rate:.2f}×: Faust's fetch and commit, no stream: "
+              f"messages handed over into an inbox, taken in batches)")
         ceiling = 1 / (1 / delivered + 1 / own_code)   # the worker's Faust share: the hand-over's
         print(f"  worker's own code, no Faust    {own_code:>10,.0f} events/s   "
               f"({1e6 / own_code:,.0f} µs an event on one core, simulated broker; with the "
-              f"hand-over no-op's {1e6 / delivered:,.0f} µs: at most {ceiling:,.0f} events/s = "
+              f"worker path's no-op {1e6 / delivered:,.0f} µs: at most {ceiling:,.0f} events/s = "
               f"{ceiling / noop_rate:.2f}× the stock no-op for one process)")
     versus = (lambda rate: f"{rate / noop_rate:.2f}× the no-op agent") if ceilings else \
         (lambda rate: "no ceilings measured in the scale run")
-    print(f"  worker, events taken           {taken:>10,.0f} events/s   ({versus(taken)})")
+    print(f"  worker, events taken           {taken:>10,.0f} events/s   ({versus(taken)}; its "
+          f"process used {watch.busy:.0%} of a core meanwhile)")
     print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
           f"({versus(end_to_end)}; state, outputs, PostgreSQL)")
     print(f"  behind on its own topics while it ran (most seen, sampled each second): "

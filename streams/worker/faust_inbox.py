@@ -1,0 +1,134 @@
+"""The pipeline's messages handed over in batches, not through a Faust stream (Faust).
+
+A Faust agent gets each message through its stream: the conductor's callback locks, decodes
+the message into an ``Event``, puts it in the stream's queue (with its pressure callbacks); the
+stream takes it out, sets the current event, runs its sensors and processors; the agent
+acknowledges it through the stream (more sensors). ~15% of the worker's busy thread (py-spy,
+8,000 simulated leads), for a pipeline that reads raw bytes and acknowledges a whole batch at
+its checkpoint.
+
+Here the fetched messages of the pipeline's topics go into an ``Inbox`` instead: the
+conductor's callback for those topic partitions waits while the flow is suspended (a
+rebalance), counts the message as held (``incref``) and appends it; the agent takes what is
+there, a batch at a time. What stays Faust's: the fetch, the consumer's tracking of each message
+handed out and its sensors for messages in and out (called here as the stream would), the
+offsets' commit, the wait for every message handed out to be acknowledged (``wait_empty``). The inbox is one of the queues Faust's
+flow control clears at a rebalance: the messages in it are dropped (read again from the
+committed offsets) and no longer count as handed out. The agent's stream is only subscribed
+(``subscribe``), never iterated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+
+class Inbox:
+    def __init__(self, app: Any, topics: set[str], maxsize: int,
+                 on_taken: Callable[[int], None] | None = None) -> None:
+        self.app, self.topics, self.maxsize = app, frozenset(topics), maxsize
+        self.items: deque = deque()
+        self.ready, self.room = asyncio.Event(), asyncio.Event()
+        self.on_taken = on_taken
+        app.flow_control.manage_queue(self)   # cleared at a rebalance (a weak set: held here)
+        hand_over_to_inboxes()
+        inboxes = getattr(app, "funnel_inboxes", None)
+        if inboxes is None:
+            inboxes = app.funnel_inboxes = []
+        inboxes.append(self)
+
+    def subscribe(self, stream: Any) -> None:
+        """Register ``stream``'s topics with the conductor, as iterating it would (Faust's
+        ``Topic.__aiter__``): the consumer subscribes to them, and their partitions' messages
+        come here (``handler``)."""
+        stream.channel.__aiter__()
+
+    def clear(self) -> None:
+        """Faust's flow control at a rebalance: what is waiting here is dropped."""
+        self.items.clear()
+        self.room.set()
+
+    def handler(self, conductor: Any) -> Callable[[Any], Any]:
+        """The conductor's callback for one of the inbox's topic partitions."""
+        flow = conductor.app.flow_control
+        items, ready = self.items, self.ready
+
+        async def on_message(message: Any) -> None:
+            if not flow.is_active():
+                await flow.acquire()   # a rebalance: until the flow resumes
+            while len(items) >= self.maxsize:
+                self.room.clear()
+                await self.room.wait()
+            message.incref(1)
+            items.append(message)
+            if not ready.is_set():
+                ready.set()
+
+        return on_message
+
+    async def take(self, most: int) -> list[Any]:
+        """Up to ``most`` messages, in the order they were handed over; waits for one. Yields to
+        the event loop first, so that a busy agent never starves the fetcher and the writes.
+
+        What a Faust stream does with a message it takes is done here: one handed over before a
+        rebalance (the flow suspended, or another consumer generation) is not taken — read
+        again from the committed offsets after it; the others are tracked as handed out (Faust
+        waits for them to be acknowledged before a rebalance or a stop can finish) and counted
+        by the sensors."""
+        await asyncio.sleep(0)
+        items = self.items
+        while not items:
+            self.ready.clear()
+            await self.ready.wait()
+        app = self.app
+        active, generation = app.flow_control.is_active(), app.consumer_generation_id
+        handed_out, counted = app.consumer.unacked.add, app.sensors.on_message_in
+        batch = []
+        for _ in range(min(most, len(items))):
+            message = items.popleft()
+            if not active or message.generation_id != generation:
+                continue
+            if not message.tracked:
+                message.tracked = True
+                handed_out(message)
+                counted(message.tp, message.offset, message)
+            batch.append(message)
+        if len(items) < self.maxsize:
+            self.room.set()
+        if self.on_taken is not None:
+            self.on_taken(len(batch))
+        return batch
+
+    async def ack(self, message: Any) -> None:
+        """``message`` done: its offset may be committed (Faust's ``Stream.ack`` without the
+        stream's own sensor)."""
+        if message.ack(self.app.consumer):
+            self.app.sensors.on_message_out(message.tp, message.offset, message)
+
+
+def hand_over_to_inboxes() -> None:
+    """Patch Faust's conductor (once per process): a topic partition of an app's inbox gets
+    the inbox's callback instead of the one that feeds the streams."""
+    from faust.transport.conductor import Conductor
+
+    if getattr(Conductor._build_handler, "_funnel", False):
+        return
+    original = Conductor._build_handler
+
+    def _build_handler(self: Any, tp: Any, channels: Any) -> Any:
+        inbox = inbox_for(self.app, tp.topic)
+        return original(self, tp, channels) if inbox is None else inbox.handler(self)
+
+    _build_handler._funnel = True  # type: ignore[attr-defined]
+    Conductor._build_handler = _build_handler  # type: ignore[method-assign]
+
+
+def inbox_for(app: Any, topic: str) -> Inbox | None:
+    """The inbox of ``app`` that takes ``topic``'s messages, if any."""
+    for inbox in getattr(app, "funnel_inboxes", ()):
+        if topic in inbox.topics:
+            return inbox
+    return None

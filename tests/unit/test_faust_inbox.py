@@ -1,0 +1,161 @@
+"""The pipeline's inbox (``streams.worker.faust_inbox``): Faust's real ``Message`` (its
+reference count and acknowledgement) and mode's real flow control; the consumer and the sensors
+are plain fakes that record what they are told."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+from mode.utils.queues import FlowControlEvent
+
+from streams.worker.faust_inbox import Inbox, inbox_for
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.unacked: set = set()
+        self.acked: list[int] = []
+
+    def ack(self, message: Any) -> bool:   # Faust's: True when the offset counts as done
+        if message.acked:
+            return False
+        message.acked = True
+        self.unacked.discard(message)
+        self.acked.append(message.offset)
+        return True
+
+
+class Sensors:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        self.seen.append(("in", offset))
+
+    def on_message_out(self, tp: TP, offset: int, message: Any) -> None:
+        self.seen.append(("out", offset))
+
+
+class App:
+    def __init__(self) -> None:
+        self.flow_control = FlowControlEvent(initially_suspended=False)
+        self.consumer, self.sensors = Consumer(), Sensors()
+        self.consumer_generation_id = 1
+
+
+class Conductor:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+
+def message(offset: int, generation: int = 1, topic: str = "events") -> ConsumerMessage:
+    return ConsumerMessage(topic, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TP(topic, 0),
+                           generation_id=generation)
+
+
+def test_messages_come_out_in_order_a_batch_at_a_time_tracked_and_counted():
+    async def run() -> None:
+        app = App()
+        inbox = Inbox(app, {"events"}, maxsize=100)
+        hand_over = inbox.handler(Conductor(app))
+        for offset in range(5):
+            await hand_over(message(offset))
+        first = await inbox.take(3)
+        rest = await inbox.take(10)
+        assert [m.offset for m in first] == [0, 1, 2] and [m.offset for m in rest] == [3, 4]
+        assert app.consumer.unacked == set(first + rest)   # handed out: Faust waits for them
+        assert app.sensors.seen == [("in", o) for o in range(5)]
+        assert all(m.refcount == 1 for m in first + rest)
+
+    asyncio.run(run())
+
+
+def test_an_acknowledged_message_is_done_once_and_leaves_the_handed_out_set():
+    async def run() -> None:
+        app = App()
+        inbox = Inbox(app, {"events"}, maxsize=100)
+        await inbox.handler(Conductor(app))(message(7))
+        [m] = await inbox.take(10)
+        await inbox.ack(m)
+        await inbox.ack(m)   # again (a batch written twice): nothing more
+        assert app.consumer.acked == [7] and not app.consumer.unacked
+        assert app.sensors.seen == [("in", 7), ("out", 7)]
+
+    asyncio.run(run())
+
+
+def test_take_waits_for_a_message():
+    async def run() -> None:
+        app = App()
+        inbox = Inbox(app, {"events"}, maxsize=100)
+        taking = asyncio.ensure_future(inbox.take(10))
+        await asyncio.sleep(0.01)
+        assert not taking.done()
+        await inbox.handler(Conductor(app))(message(3))
+        assert [m.offset for m in await asyncio.wait_for(taking, 1)] == [3]
+
+    asyncio.run(run())
+
+
+def test_a_full_inbox_holds_the_hand_over_until_there_is_room():
+    async def run() -> None:
+        app = App()
+        inbox = Inbox(app, {"events"}, maxsize=2)
+        hand_over = inbox.handler(Conductor(app))
+        await hand_over(message(0))
+        await hand_over(message(1))
+        third = asyncio.ensure_future(hand_over(message(2)))
+        await asyncio.sleep(0.01)
+        assert not third.done() and len(inbox.items) == 2
+        assert [m.offset for m in await inbox.take(1)] == [0]
+        await asyncio.wait_for(third, 1)
+        assert [m.offset for m in await inbox.take(10)] == [1, 2]
+
+    asyncio.run(run())
+
+
+def test_a_rebalance_drops_what_waits_and_holds_what_comes_until_the_flow_resumes():
+    async def run() -> None:
+        app = App()
+        inbox = Inbox(app, {"events"}, maxsize=100)
+        hand_over = inbox.handler(Conductor(app))
+        waiting = message(0)
+        await hand_over(waiting)
+        app.flow_control.suspend()
+        app.flow_control.clear()   # Faust's revocation clears the queues it manages
+        assert not inbox.items
+        late = asyncio.ensure_future(hand_over(message(1)))
+        await asyncio.sleep(0.01)
+        assert not late.done() and not inbox.items   # held while the flow is suspended
+        app.flow_control.resume()
+        await asyncio.wait_for(late, 1)
+        assert [m.offset for m in await inbox.take(10)] == [1]
+        assert waiting not in app.consumer.unacked   # dropped, never handed out
+
+    asyncio.run(run())
+
+
+def test_a_message_from_before_a_rebalance_is_not_taken():
+    async def run() -> None:
+        app = App()
+        inbox = Inbox(app, {"events"}, maxsize=100)
+        hand_over = inbox.handler(Conductor(app))
+        await hand_over(message(0, generation=1))
+        await hand_over(message(1, generation=2))
+        app.consumer_generation_id = 2
+        assert [m.offset for m in await inbox.take(10)] == [1]
+        assert [m.offset for m in app.consumer.unacked] == [1]
+
+    asyncio.run(run())
+
+
+def test_only_the_inbox_topics_are_handed_to_it():
+    app, other_app = App(), App()
+    events = Inbox(app, {"events", "identity"}, maxsize=100)
+    leads = Inbox(other_app, {"leads"}, maxsize=100)
+    assert inbox_for(app, "events") is events and inbox_for(app, "identity") is events
+    assert inbox_for(app, "leads") is None and inbox_for(other_app, "leads") is leads
+    assert inbox_for(App(), "events") is None   # an app without an inbox: Faust's streams
