@@ -18,12 +18,13 @@ from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
-from streams.worker.faust_glue import (FaustChangelog, FaustProducer, RocksState, ack,
-                                       admitted, flush_before_wait_empty, highwater,
-                                       reread_stuck, seek_before_resume, seek_in_place, seeked,
-                                       serve_first, settle, watch_positions)
+from streams.worker.faust_glue import (FaustProducer, ack, admitted, flush_before_wait_empty,
+                                       highwater, reread_stuck, seek_before_resume,
+                                       seek_in_place, seeked, serve_first, settle,
+                                       watch_positions)
 from streams.worker.faust_deliver import deliver_without_tasks
 from streams.worker.faust_inbox import Inbox
+from streams.worker.faust_state import FaustChangelog, RocksState
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import TIMER_STEP, Pipeline

@@ -71,6 +71,10 @@ class Changelog(Protocol):
         """Store ``value`` as ``key``'s state and queue its changelog record; the awaitable
         (if any) completes when the broker acknowledged the record."""
 
+    def write_all(self, items: list[tuple[int, str, bytes]]) -> list[Awaitable[Any] | None]:
+        """``write`` each (partition, key, value); the store may take them in one write a
+        partition."""
+
     def mark(self, partition: int, key: str, value: bytes) -> Awaitable[Any] | None:
         """``write`` a mark: written once every record before it is acknowledged (so it is
         alone in its record batch); once acknowledged, recovery may start after it."""
@@ -128,11 +132,11 @@ class Checkpoint:
             for lead_id, (partition, _) in state.items():
                 leads[partition][lead_id] = caused.get(lead_id, [])
             numbers = {p: journal.number(p) for p in sorted(leads)}
-            await _acked(producer, [changelog.write(p, key, value)           # 2
+            await _acked(producer, changelog.write_all([(p, key, value)           # 2
                                     for p in numbers
-                                    for key, value in journal.entries(p, numbers[p], leads[p])])
-            await _acked(producer, [changelog.write(p, lead_id, encode(lead, numbers[p]))  # 3
-                                    for lead_id, (p, lead) in state.items()])
+                                    for key, value in journal.entries(p, numbers[p], leads[p])]))
+            await _acked(producer, changelog.write_all([                      # 3
+                (p, lead_id, encode(lead, numbers[p])) for lead_id, (p, lead) in state.items()]))
             await _acked(producer, [changelog.mark(p, MARKER_KEY, MARKER_VALUE) for p in numbers])
             if histories is not None:
                 await _histories(state, histories, producer, grown=False)
@@ -159,8 +163,8 @@ async def _histories(state: dict[str, tuple[int, Lead]], histories: Changelog,
                if not lead.history.stored and bool(lead.history.blob) == grown]
     if not changed:
         return
-    await _acked(producer, [histories.write(p, lead.lead_id, lead.history.encode())
-                            for p, lead in changed])
+    await _acked(producer, histories.write_all([(p, lead.lead_id, lead.history.encode())
+                                                for p, lead in changed]))
     await _acked(producer, [histories.mark(p, MARKER_KEY, MARKER_VALUE)
                             for p in sorted({p for p, _ in changed})])
     for _, lead in changed:

@@ -4,9 +4,7 @@ each with the failure it prevents. Kept apart so that the wiring reads as wiring
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from streams.records import Record
@@ -227,72 +225,3 @@ class FaustProducer:
         sent = await self.send(r)
         await self.flush()
         await sent
-
-
-class FaustChangelog:
-    """A lead's state written to the table's store (``state``) and its changelog topic.
-
-    Not through ``Table.send_changelog``: its callback moves the table's persisted offset (where
-    a restart resumes recovery with the ``rocksdb`` store) to every record as it is acknowledged.
-    Tansu reports a partition's end as the base offset of its *last record batch* + 1; a worker
-    killed after a multi-record batch was acknowledged left a persisted offset past that end, and
-    every start after it failed in recovery (``ConsistencyError``: persisted offset higher than
-    the highwater) — a crash loop the chaos runs found. Here only a mark (``mark``: one record,
-    written after everything before it was acknowledged) moves it, to its batch's base offset.
-    Recovery moves it too, to the last record it read: hence each partition's last record alone
-    in its batch (``BatchSender.tails``) and ``streams.worker.fence``."""
-
-    def __init__(self, table: Any, state: Any, producer: FaustProducer) -> None:
-        self.table, self.state, self.batches = table, state, producer.batches
-        self.topic = table.changelog_topic
-        self.name = self.topic.get_topic_name()
-        self.batches.tails.add(self.name)   # a partition's last record alone in its batch
-
-    def write(self, partition: int, key: str, value: bytes) -> Any:
-        """Returns the record's future: done when the broker acknowledged it; sent at the
-        producer's ``flush``. Not through Faust's ``ProducerBuffer`` (``send_soon``), which
-        sends its records one at a time, awaiting each (~1 ms a record here), and whose
-        ``flush`` may return before they are sent (after a 0.1 s wait)."""
-        self.state.put(partition, key, value)
-        raw_key, _ = self.topic.prepare_key(key, self.table.key_serializer)
-        raw_value, _ = self.topic.prepare_value(value, self.table.value_serializer)
-        return self.batches.append(self.name, partition, raw_key, raw_value)
-
-    def mark(self, partition: int, key: str, value: bytes) -> Any:
-        return asyncio.ensure_future(self._mark(self.write(partition, key, value)))
-
-    async def _mark(self, sent: Any) -> None:
-        result = await sent
-        self.table.data.set_persisted_offset(result.topic_partition, result.offset)
-
-
-class RocksState:
-    """The leads' bytes in Faust's ``rocksdb://`` store (the ``rocksdict`` driver): one RocksDB
-    per partition under the data dir, memory bounded by RocksDB's caches; a restart recovers
-    only the changelog written after the offset each database last persisted.
-
-    Read and written by partition directly, through the store's own databases and key
-    encoding: the store's mapping API picks the partition from the *current event*, and this
-    worker writes its state at the checkpoint, after the batch's events (from a timer, there is
-    no current event at all)."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def _db(self, partition: int) -> Any:
-        return self.table.data._db_for_partition(partition)
-
-    def get(self, partition: int, lead_id: str) -> bytes | None:
-        return self._db(partition).get(self.table.data._encode_key(lead_id))
-
-    def put(self, partition: int, lead_id: str, value: bytes) -> None:
-        self._db(partition).put(self.table.data._encode_key(lead_id), value)
-
-    def keys(self, partition: int) -> Iterator[str]:
-        store = self.table.data
-        for raw in self._db(partition).keys():
-            if raw != store.offset_key:
-                yield store._decode_key(raw)
-
-    def recovered(self, lead_id: str, partition: int) -> None:
-        """Nothing to do: recovery writes into the databases themselves."""

@@ -60,6 +60,9 @@ class State(Protocol):
 
     def put(self, partition: int, lead_id: str, value: bytes) -> None: ...
 
+    def put_all(self, partition: int, pairs: list[tuple[str, bytes]]) -> None:
+        """``put`` each (lead id, value) of one partition, in one write where the store can."""
+
     def keys(self, partition: int) -> Iterable[str]: ...
 
     def recovered(self, lead_id: str, partition: int) -> None: ...
@@ -78,6 +81,10 @@ class MemoryState:
     def put(self, partition: int, lead_id: str, value: bytes) -> None:
         self.data[lead_id] = value
         self.partition_of[lead_id] = partition
+
+    def put_all(self, partition: int, pairs: list[tuple[str, bytes]]) -> None:
+        for lead_id, value in pairs:
+            self.put(partition, lead_id, value)
 
     def keys(self, partition: int) -> Iterator[str]:
         return (k for k, p in list(self.partition_of.items()) if p == partition)

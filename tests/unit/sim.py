@@ -113,6 +113,9 @@ class SimChangelog:
         self.local.put(partition, key, value)
         self.queued.append((partition, key, value))
 
+    def write_all(self, items: list[tuple[int, str, bytes]]) -> list[None]:
+        return [self.write(*item) for item in items]
+
     mark = write
 
 

@@ -306,6 +306,9 @@ class DictChangelog:
         self.table[key] = value
         self.log.append(("changelog", partition, key))
 
+    def write_all(self, items: list[tuple[int, str, bytes]]) -> list[None]:
+        return [self.write(*item) for item in items]
+
     def mark(self, partition: int, key: str, value: bytes) -> None:
         self.write(partition, key, value)
         self.log.append(("mark", partition, key))
