@@ -3,19 +3,20 @@
 A Faust agent gets each message through its stream: the conductor's callback locks, decodes
 the message into an ``Event``, puts it in the stream's queue (with its pressure callbacks); the
 stream takes it out, sets the current event, runs its sensors and processors; the agent
-acknowledges it through the stream (more sensors). ~15% of the worker's busy thread (py-spy,
-8,000 simulated leads), for a pipeline that reads raw bytes and acknowledges a whole batch at
-its checkpoint.
+acknowledges it through the stream (more sensors). py-spy put it at ~15% of the worker's busy
+thread (8,000 simulated leads); without it the worker took 41–53% more events per second (A/B),
+and a no-op agent 5× as many — all for a pipeline that reads raw bytes and acknowledges a whole
+batch at its checkpoint.
 
 Here the fetched messages of the pipeline's topics go into an ``Inbox`` instead: the
 conductor's callback for those topic partitions waits while the flow is suspended (a
 rebalance), counts the message as held (``incref``) and appends it; the agent takes what is
-there, a batch at a time. What stays Faust's: the fetch, the consumer's tracking of each message
-handed out and its sensors for messages in and out (called here as the stream would), the
-offsets' commit, the wait for every message handed out to be acknowledged (``wait_empty``). The inbox is one of the queues Faust's
-flow control clears at a rebalance: the messages in it are dropped (read again from the
-committed offsets) and no longer count as handed out. The agent's stream is only subscribed
-(``subscribe``), never iterated.
+there, a batch at a time. What stays Faust's: the fetch, the consumer's tracking of each
+message handed out and its sensors for messages in and out (called here as the stream would),
+the offsets' commit, the wait for every message handed out to be acknowledged (``wait_empty``).
+The inbox is one of the queues Faust's flow control clears at a rebalance: the messages in it
+are dropped (read again from the committed offsets) and no longer count as handed out. The
+agent's stream is only subscribed (``subscribe``), never iterated.
 """
 
 from __future__ import annotations
