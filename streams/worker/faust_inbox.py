@@ -22,6 +22,7 @@ agent's stream is only subscribed (``subscribe``), never iterated.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -78,7 +79,10 @@ class Inbox:
         rebalance (the flow suspended, or another consumer generation) is not taken — read
         again from the committed offsets after it; the others are tracked as handed out (Faust
         waits for them to be acknowledged before a rebalance or a stop can finish) and counted
-        by the sensors."""
+        by the sensors; and the time each partition last had a message taken is noted where
+        Faust's liveness check reads it (``Monitor.stream_inbound_time``: without it the consumer
+        thread logged "Stream has not started processing" for every partition, every few
+        seconds, once the worker had run ``stream_processing_timeout``, 5 minutes)."""
         await asyncio.sleep(0)
         items = self.items
         while not items:
@@ -87,6 +91,7 @@ class Inbox:
         app = self.app
         active, generation = app.flow_control.is_active(), app.consumer_generation_id
         handed_out, counted = app.consumer.unacked.add, app.sensors.on_message_in
+        inbound, now = app.monitor.stream_inbound_time, time.monotonic()
         batch = []
         for _ in range(min(most, len(items))):
             message = items.popleft()
@@ -96,6 +101,7 @@ class Inbox:
                 message.tracked = True
                 handed_out(message)
                 counted(message.tp, message.offset, message)
+            inbound[message.tp] = now
             batch.append(message)
         if len(items) < self.maxsize:
             self.room.set()

@@ -39,10 +39,15 @@ class Sensors:
         self.seen.append(("out", offset))
 
 
+class Monitor:   # the part of Faust's monitor its consumer thread's liveness check reads
+    def __init__(self) -> None:
+        self.stream_inbound_time: dict[TP, float] = {}
+
+
 class App:
     def __init__(self) -> None:
         self.flow_control = FlowControlEvent(initially_suspended=False)
-        self.consumer, self.sensors = Consumer(), Sensors()
+        self.consumer, self.sensors, self.monitor = Consumer(), Sensors(), Monitor()
         self.consumer_generation_id = 1
 
 
@@ -69,6 +74,8 @@ def test_messages_come_out_in_order_a_batch_at_a_time_tracked_and_counted():
         assert app.consumer.unacked == set(first + rest)   # handed out: Faust waits for them
         assert app.sensors.seen == [("in", o) for o in range(5)]
         assert all(m.refcount == 1 for m in first + rest)
+        # Faust's liveness check sees the partition processing (else it logs an error)
+        assert set(app.monitor.stream_inbound_time) == {TP("events", 0)}
 
     asyncio.run(run())
 
