@@ -161,8 +161,6 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     @app.agent(inputs, name="funnel-pipeline", concurrency=1)
     async def funnel_pipeline(stream: faust.StreamT) -> None:
         inbox.subscribe(stream)   # its messages come through the inbox, in batches
-        counted = getattr(app.monitor, "events_taken", None)
-        inbox.on_taken = (lambda n: counted(stream, n)) if counted else None
         while True:
             for message in await inbox.take(TAKE_AT_ONCE):
                 if not await admitted(app, positions, message):

@@ -29,12 +29,11 @@ from typing import Any
 
 
 class Inbox:
-    def __init__(self, app: Any, topics: set[str], maxsize: int,
-                 on_taken: Callable[[int], None] | None = None) -> None:
+    def __init__(self, app: Any, topics: set[str], maxsize: int) -> None:
         self.app, self.topics, self.maxsize = app, frozenset(topics), maxsize
         self.items: deque = deque()
         self.ready, self.room = asyncio.Event(), asyncio.Event()
-        self.on_taken = on_taken
+        self.stream: Any = None   # the agent's stream (``subscribe``), for its events' count
         app.flow_control.manage_queue(self)   # cleared at a rebalance (a weak set: held here)
         hand_over_to_inboxes()
         inboxes = getattr(app, "funnel_inboxes", None)
@@ -46,6 +45,7 @@ class Inbox:
         """Register ``stream``'s topics with the conductor, as iterating it would (Faust's
         ``Topic.__aiter__``): the consumer subscribes to them, and their partitions' messages
         come here (``handler``)."""
+        self.stream = stream
         stream.channel.__aiter__()
 
     def clear(self) -> None:
@@ -79,10 +79,12 @@ class Inbox:
         rebalance (the flow suspended, or another consumer generation) is not taken — read
         again from the committed offsets after it; the others are tracked as handed out (Faust
         waits for them to be acknowledged before a rebalance or a stop can finish) and counted
-        by the sensors; and the time each partition last had a message taken is noted where
-        Faust's liveness check reads it (``Monitor.stream_inbound_time``: without it the consumer
-        thread logged "Stream has not started processing" for every partition, every few
-        seconds, once the worker had run ``stream_processing_timeout``, 5 minutes)."""
+        by the sensors (the stream's event count too, where the monitor keeps one: Funnel's
+        Prometheus sensor, ``events_taken``); and the time each partition last had a message
+        taken is noted where Faust's liveness check reads it (``Monitor.stream_inbound_time``:
+        without it the consumer thread logged "Stream has not started processing" for every
+        partition, every few seconds, once the worker had run ``stream_processing_timeout``, 5
+        minutes)."""
         await asyncio.sleep(0)
         items = self.items
         while not items:
@@ -105,8 +107,9 @@ class Inbox:
             batch.append(message)
         if len(items) < self.maxsize:
             self.room.set()
-        if self.on_taken is not None:
-            self.on_taken(len(batch))
+        events_taken = getattr(app.monitor, "events_taken", None)
+        if events_taken is not None:
+            events_taken(self.stream, len(batch))
         return batch
 
     async def ack(self, message: Any) -> None:

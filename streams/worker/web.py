@@ -139,16 +139,18 @@ def lean_monitor(monitor: Any) -> Any:
             m = self._metrics
             m.total_events.inc()
             m.total_active_events.inc()
-            self._series(("stream", stream), lambda: m.total_events_per_stream.labels(
-                stream=f"stream.{self._stream_label(stream)}.events")).inc()
+            self._stream_events(stream).inc()
             return state
+
+        def _stream_events(self, stream: Any) -> Any:
+            return self._series(("stream", stream), lambda: self._metrics.total_events_per_stream
+                                .labels(stream=f"stream.{self._stream_label(stream)}.events"))
 
         def events_taken(self, stream: Any, n: int) -> None:
             """``n`` events of ``stream`` taken through an inbox (``worker.faust_inbox``): the
             stream's own sensor does not see them."""
             self._metrics.total_events.inc(n)
-            self._series(("stream", stream), lambda: self._metrics.total_events_per_stream.labels(
-                stream=f"stream.{self._stream_label(stream)}.events")).inc(n)
+            self._stream_events(stream).inc(n)
 
         def track_tp_end_offset(self, tp: Any, offset: int) -> None:   # at every message too
             Monitor.track_tp_end_offset(self, tp, offset)

@@ -42,6 +42,24 @@ class Sensors:
 class Monitor:   # the part of Faust's monitor its consumer thread's liveness check reads
     def __init__(self) -> None:
         self.stream_inbound_time: dict[TP, float] = {}
+        self.taken: list[tuple[Any, int]] = []
+
+    def events_taken(self, stream: Any, n: int) -> None:   # Funnel's Prometheus sensor's
+        self.taken.append((stream, n))
+
+
+class Channel:
+    def __init__(self) -> None:
+        self.iterated = 0
+
+    def __aiter__(self) -> "Channel":   # Faust's Topic registers itself with the conductor here
+        self.iterated += 1
+        return self
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.channel = Channel()
 
 
 class App:
@@ -61,11 +79,18 @@ def message(offset: int, generation: int = 1, topic: str = "events") -> Consumer
                            generation_id=generation)
 
 
+def started(maxsize: int = 100) -> tuple[App, Inbox, Any]:
+    """An app, its inbox for ``events`` and the conductor's callback that hands messages to it."""
+    app = App()
+    inbox = Inbox(app, {"events"}, maxsize=maxsize)
+    return app, inbox, inbox.handler(Conductor(app))
+
+
 def test_messages_come_out_in_order_a_batch_at_a_time_tracked_and_counted():
     async def run() -> None:
-        app = App()
-        inbox = Inbox(app, {"events"}, maxsize=100)
-        hand_over = inbox.handler(Conductor(app))
+        app, inbox, hand_over = started()
+        stream = Stream()
+        inbox.subscribe(stream)
         for offset in range(5):
             await hand_over(message(offset))
         first = await inbox.take(3)
@@ -76,15 +101,16 @@ def test_messages_come_out_in_order_a_batch_at_a_time_tracked_and_counted():
         assert all(m.refcount == 1 for m in first + rest)
         # Faust's liveness check sees the partition processing (else it logs an error)
         assert set(app.monitor.stream_inbound_time) == {TP("events", 0)}
+        # subscribed as iterating the stream would; its events counted per batch taken
+        assert stream.channel.iterated == 1 and app.monitor.taken == [(stream, 3), (stream, 2)]
 
     asyncio.run(run())
 
 
 def test_an_acknowledged_message_is_done_once_and_leaves_the_handed_out_set():
     async def run() -> None:
-        app = App()
-        inbox = Inbox(app, {"events"}, maxsize=100)
-        await inbox.handler(Conductor(app))(message(7))
+        app, inbox, hand_over = started()
+        await hand_over(message(7))
         [m] = await inbox.take(10)
         await inbox.ack(m)
         await inbox.ack(m)   # again (a batch written twice): nothing more
@@ -96,12 +122,11 @@ def test_an_acknowledged_message_is_done_once_and_leaves_the_handed_out_set():
 
 def test_take_waits_for_a_message():
     async def run() -> None:
-        app = App()
-        inbox = Inbox(app, {"events"}, maxsize=100)
+        app, inbox, hand_over = started()
         taking = asyncio.ensure_future(inbox.take(10))
         await asyncio.sleep(0.01)
         assert not taking.done()
-        await inbox.handler(Conductor(app))(message(3))
+        await hand_over(message(3))
         assert [m.offset for m in await asyncio.wait_for(taking, 1)] == [3]
 
     asyncio.run(run())
@@ -109,9 +134,7 @@ def test_take_waits_for_a_message():
 
 def test_a_full_inbox_holds_the_hand_over_until_there_is_room():
     async def run() -> None:
-        app = App()
-        inbox = Inbox(app, {"events"}, maxsize=2)
-        hand_over = inbox.handler(Conductor(app))
+        app, inbox, hand_over = started(2)
         await hand_over(message(0))
         await hand_over(message(1))
         third = asyncio.ensure_future(hand_over(message(2)))
@@ -126,9 +149,7 @@ def test_a_full_inbox_holds_the_hand_over_until_there_is_room():
 
 def test_a_rebalance_drops_what_waits_and_holds_what_comes_until_the_flow_resumes():
     async def run() -> None:
-        app = App()
-        inbox = Inbox(app, {"events"}, maxsize=100)
-        hand_over = inbox.handler(Conductor(app))
+        app, inbox, hand_over = started()
         waiting = message(0)
         await hand_over(waiting)
         app.flow_control.suspend()
@@ -147,9 +168,7 @@ def test_a_rebalance_drops_what_waits_and_holds_what_comes_until_the_flow_resume
 
 def test_a_message_from_before_a_rebalance_is_not_taken():
     async def run() -> None:
-        app = App()
-        inbox = Inbox(app, {"events"}, maxsize=100)
-        hand_over = inbox.handler(Conductor(app))
+        app, inbox, hand_over = started()
         await hand_over(message(0, generation=1))
         await hand_over(message(1, generation=2))
         app.consumer_generation_id = 2
