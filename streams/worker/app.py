@@ -45,6 +45,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     its pages at ``projection_url``). Faust's own env vars (BROKER_URL, …) are not used."""
     seek_before_resume()
     seek_in_place()
+    serve_first(set())   # partitions take turns (the pipeline adds the topics served first)
     deliver_without_tasks()
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     pipeline = role == "worker"

@@ -778,6 +778,55 @@ def test_the_worker_s_own_topics_are_handed_out_before_events_fetched_earlier():
     assert fetched[TP("identity", 0)] == "records of identity[0]"   # records kept with them
 
 
+def test_fetched_partitions_take_turns_instead_of_one_being_served_until_it_is_empty():
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.fetcher import Fetcher, FetchResult
+    from aiokafka.structs import TopicPartition as TP
+
+    from streams.worker.faust_glue import serve_first
+
+    class Records:   # aiokafka's ``PartitionRecords``: an iterator that knows where it is
+        def __init__(self, tp: TP, n: int) -> None:
+            self.tp, self.next_fetch_offset, self.end = tp, 0, n
+
+        def __iter__(self) -> "Records":
+            return self
+
+        def __next__(self) -> tuple[TP, int]:
+            if self.next_fetch_offset >= self.end:
+                raise StopIteration
+            self.next_fetch_offset += 1
+            return self.tp, self.next_fetch_offset - 1
+
+    tps = [TP("events", 0), TP("events", 1), TP("identity", 0), TP("events", 2)]
+    states = {tp: SimpleNamespace(paused=False, position=0) for tp in tps}
+    for state in states.values():
+        state.consumed_to = lambda offset, state=state: setattr(state, "position", offset)
+    assignment = SimpleNamespace(active=True, state_value=states.__getitem__)
+    fetcher = SimpleNamespace(
+        _records=OrderedDict((tp, FetchResult(tp, assignment=assignment, backoff=0,
+                                              partition_records=Records(tp, 2500)))
+                             for tp in tps),
+        _subscriptions=SimpleNamespace(reassignment_in_progress=False),
+        _notify=lambda waiter: None, _wait_consume_future=None)
+    serve_first({"identity"})
+    served = []
+    while True:
+        drained = asyncio.run(Fetcher.fetched_records(fetcher, set(), 0, 1000))
+        if not drained:
+            break
+        served += [(tp.topic, tp.partition, len(records)) for tp, records in drained.items()]
+    # the identity partition first; then the events partitions a poll (1,000) each, in turn —
+    # aiokafka alone: events[0] until it is empty, then events[1], ...
+    assert served == [("identity", 0, 1000), ("identity", 0, 1000), ("identity", 0, 500),
+                      ("events", 0, 500), ("events", 1, 1000), ("events", 2, 1000),
+                      ("events", 0, 1000), ("events", 1, 1000), ("events", 2, 1000),
+                      ("events", 0, 1000), ("events", 1, 500), ("events", 2, 500)]
+    assert {tp: states[tp].position for tp in tps} == {tp: 2500 for tp in tps}   # all out
+
+
 def test_what_the_worker_and_the_clients_write_is_compressed_with_the_configured_codec(tmp_path):
     from pydantic import ValidationError
 
