@@ -236,6 +236,22 @@ def restart(s: Settings, proc: subprocess.Popen, lead_id: str, log: Path) -> tup
     raise TimeoutError("the restarted worker did not decide the new event")
 
 
+def worker_counters(s: Settings) -> dict[str, float]:
+    """Counters of the running worker's ``/metrics``, by series (``name{labels}``); empty when
+    it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.worker_port}/metrics",
+                                    timeout=5) as page:
+            text = page.read().decode()
+    except OSError:
+        return {}
+    series = (line.rsplit(" ", 1) for line in text.splitlines()
+              if line.startswith("funnel_") and "_total" in line)
+    return {name: float(value) for name, value in series}
+
+
 def broker_rss() -> float:
     """MB resident in the embedded broker (Tansu) of this bench: what its topics hold."""
     pids = subprocess.run(["pgrep", "-f", "broker --listener-url"], capture_output=True,
@@ -310,6 +326,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                 ids, mean = state_bytes(s)
                 slope = memory_slope(watch.samples, n, ids)
                 late = memory_slope(watch.samples, n, ids, since=0.5)
+                counters = worker_counters(s)
                 seconds, proc = restart(s, proc, known[0], Path(tmp) / "worker2.log")
             finally:
                 stop_worker(proc, timeout=60)
@@ -333,6 +350,12 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
     print(f"  behind on its own topics while it ran (most seen, sampled each second): "
           f"{watch.most.get(own[0], 0):,} identity messages, {watch.most.get(own[1], 0):,} "
           f"snapshots; all of it done {tail:.1f}s after the last event was committed")
+    merges, forwards, rereads = (counters.get(k, 0.0) for k in (
+        'funnel_identity_total{step="merge"}', 'funnel_identity_total{step="forward"}',
+        "funnel_partitions_reread_total"))
+    print(f"  identity: {merges:,.0f} merges and {forwards:,.0f} forwards (each replays the "
+          f"lead's history); partitions read again after FUNNEL_REREAD_SECONDS without "
+          f"progress: {rereads:,.0f}")
     print(f"  worker RSS {rss:,.0f} MB (peak {peak:,.0f} MB) for {ids:,} lead ids = "
           f"{rss * 1024 / max(ids, 1):.1f} KB per lead id in all (the projection process: "
           f"{projection_rss:,.0f} MB more); slope {slope:.2f} KB per "
