@@ -20,7 +20,7 @@ from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustProducer, ack, admitted, flush_before_wait_empty,
                                        highwater, reread_stuck, seek_before_resume,
-                                       seek_in_place, seeked, serve_first, settle,
+                                       seek_in_place, seeked, hand_out_in_turns, settle,
                                        watch_positions)
 from streams.worker.faust_deliver import deliver_without_tasks
 from streams.worker.faust_inbox import Inbox
@@ -45,7 +45,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     its pages at ``projection_url``). Faust's own env vars (BROKER_URL, …) are not used."""
     seek_before_resume()
     seek_in_place()
-    serve_first(set())   # partitions take turns (the pipeline adds the topics served first)
+    hand_out_in_turns()   # the pipeline adds the topics it serves first
     deliver_without_tasks()
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     pipeline = role == "worker"
@@ -66,7 +66,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
         producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20,
         producer_compression_type=settings.compression_type(),
         # smaller fetches and polls than Faust's (1 MiB a partition, everything fetched): with
-        # ``serve_first`` (``install_pipeline``) the identity messages this worker sends itself
+        # ``hand_out_in_turns`` (``install_pipeline``) the identity messages this worker sends itself
         # no longer wait behind megabytes of events fetched before them (README, "Fetching")
         consumer_max_fetch_size=64 << 10, broker_max_poll_records=1000)
     metrics, topics = Metrics(), Topics.from_settings(settings)
@@ -135,7 +135,7 @@ def lead_tables(app: faust.App, settings: Settings, model: ScoringModel, produce
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
                      metrics: Metrics, progress: Progress, positions: Positions) -> None:
     inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
-    serve_first({topics.identity, topics.feedback})   # small, and what the events wait for
+    hand_out_in_turns({topics.identity, topics.feedback})   # small, and what the events wait for
 
     producer = FaustProducer(app)
     store, changelog, history_log = lead_tables(app, settings, model, producer)

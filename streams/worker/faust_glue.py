@@ -69,21 +69,22 @@ def seek_in_place() -> None:
     Fetcher.seek_to = seek_to  # type: ignore[method-assign]
 
 
-FIRST_TOPICS: set[str] = set()   # ``serve_first``
+FIRST_TOPICS: set[str] = set()   # ``hand_out_in_turns``
 
 
-def serve_first(topics: set[str]) -> None:
-    """Records fetched from ``topics`` are handed out before those of other topics, and the
-    other partitions take turns. aiokafka hands fetched records out partition by partition in
-    the order they were fetched, each partition until its fetched records are all out, and a
-    fetch returns at least one whole record batch (up to ~2,000 events from a batching
-    producer): the identity messages the worker sends itself waited behind every events batch
-    fetched before them — seconds, with a backlog (a 19 s tail after the last event in one bench
-    run); and the other partitions waited minutes behind one large fetch (``take_turns``). Runs
-    in the consumer's thread, as the method it wraps."""
+def hand_out_in_turns(first: frozenset[str] | set[str] = frozenset()) -> None:
+    """Fetched partitions are handed out in turns, those of the topics ``first`` first (the
+    pipeline adds its own topics; every worker process calls this, with none at least).
+    aiokafka hands fetched records out partition by partition in the order they were fetched,
+    each partition until its fetched records are all out, and a fetch returns at least one whole
+    record batch (up to ~2,000 events from a batching producer): the identity messages the
+    worker sends itself waited behind every events batch fetched before them — seconds, with a
+    backlog (a 19 s tail after the last event in one bench run); and the other partitions waited
+    minutes behind one large fetch (``take_turns``). Runs in the consumer's thread, as the
+    method it wraps."""
     from aiokafka.consumer.fetcher import Fetcher
 
-    FIRST_TOPICS.update(topics)
+    FIRST_TOPICS.update(first)
     if getattr(Fetcher.fetched_records, "_funnel", False):
         return
     original = Fetcher.fetched_records

@@ -785,7 +785,7 @@ def test_fetched_partitions_take_turns_instead_of_one_being_served_until_it_is_e
     from aiokafka.consumer.fetcher import Fetcher, FetchResult
     from aiokafka.structs import TopicPartition as TP
 
-    from streams.worker.faust_glue import serve_first
+    from streams.worker.faust_glue import hand_out_in_turns
 
     class Records:   # aiokafka's ``PartitionRecords``: an iterator that knows where it is
         def __init__(self, tp: TP, n: int) -> None:
@@ -811,7 +811,7 @@ def test_fetched_partitions_take_turns_instead_of_one_being_served_until_it_is_e
                              for tp in tps),
         _subscriptions=SimpleNamespace(reassignment_in_progress=False),
         _notify=lambda waiter: None, _wait_consume_future=None)
-    serve_first({"identity"})
+    hand_out_in_turns({"identity"})
     served = []
     while True:
         drained = asyncio.run(Fetcher.fetched_records(fetcher, set(), 0, 1000))
