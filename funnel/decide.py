@@ -65,8 +65,9 @@ def rescore(start: Lead, items: list[Item], model: ScoringModel) -> Lead:
     takes of the result: its scores and their inputs, ``origin``, ``seen_ids`` and history —
     the values ``process`` item after item gives (duplicates skipped alike). When no sales
     command is among the items (most merges) it is cheaper: one copy of the lead, not one a
-    message; the history written once; no stage moves, which an event's scores do not depend on
-    (a command's acceptance does, so a command among them takes ``process`` all the way)."""
+    message; the history written once, of the items as they are (each was compacted where it
+    was first remembered); no stage moves, which an event's scores do not depend on (a
+    command's acceptance does, so a command among them takes ``process`` all the way)."""
     messages = [revive(item) for item in items]
     if not all(isinstance(m, InteractionEvent) for m in messages):
         lead = start
@@ -80,13 +81,13 @@ def rescore(start: Lead, items: list[Item], model: ScoringModel) -> Lead:
     seen = list(lead.seen_ids)
     last = {msg_id: i for i, msg_id in enumerate(seen)}   # where each id was seen last
     kept: list[Item] = []
-    for event in messages:
+    for item, event in zip(items, messages):
         at = last.get(event.messageId)
         if at is not None and at >= len(seen) - SEEN_WINDOW:
             continue   # a duplicate: within the last SEEN_WINDOW ids, as in ``process``
         last[event.messageId] = len(seen)
         seen.append(event.messageId)
-        kept.append(compact(event))
+        kept.append(item)   # as compacted where it was remembered: not compacted again
         _apply(lead, event, model, stages=False)
     lead.seen_ids = seen[-SEEN_WINDOW:]
     lead.history = lead.history.extend(kept)
