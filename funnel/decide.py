@@ -60,7 +60,8 @@ def process(lead: Lead, message: Message, model: ScoringModel) -> tuple[Lead, li
     return lead, _apply(lead, message, model)
 
 
-def rescore(start: Lead, items: list[Item], model: ScoringModel) -> Lead:
+def rescore(start: Lead, items: list[Item], model: ScoringModel,
+            messages: list[Message] | None = None) -> Lead:
     """``start`` with ``items`` (history items) applied in order, for what an identity merge
     takes of the result: its scores and their inputs, ``origin``, ``seen_ids`` and history —
     the values ``process`` item after item gives (duplicates skipped alike). When no sales
@@ -68,7 +69,8 @@ def rescore(start: Lead, items: list[Item], model: ScoringModel) -> Lead:
     message; the history written once, of the items as they are (each was compacted where it
     was first remembered); no stage moves, which an event's scores do not depend on (a
     command's acceptance does, so a command among them takes ``process`` all the way)."""
-    messages = [revive(item) for item in items]
+    if messages is None:   # (the caller may have them already: ``items`` revived)
+        messages = [revive(item) for item in items]
     if not all(isinstance(m, InteractionEvent) for m in messages):
         lead = start
         for message in messages:

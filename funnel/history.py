@@ -12,7 +12,7 @@ It keeps the last ``HISTORY_KEPT`` messages and at most ``HISTORY_BYTES`` of the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Union
 
 import orjson
@@ -58,11 +58,32 @@ def compact(message: Message) -> Item:
     return {"k": "c", "m": message.model_dump(mode="json", exclude_none=True)}
 
 
-def revive(item: Item) -> Message:
-    """The message an item was made from."""
+def revive(item: Item, known: bool = False) -> Message:
+    """The message an item was made from. ``known``: an event of a lead's own history, which
+    ``compact`` wrote from a validated event: built again without validating it (validating
+    was a quarter of a merge's replay). Items from elsewhere (an identity message) are
+    validated."""
     if item["k"] == "e":
-        return InteractionEvent.model_validate(item["m"])
+        m = item["m"]
+        return _known_event(m) if known else InteractionEvent.model_validate(m)
     return SalesCommand.model_validate(item["m"])
+
+
+EVENT_DEFAULTS = {name: None for name in EVENT_ORDER}
+
+
+def _known_event(m: dict[str, Any]) -> InteractionEvent:
+    """The event ``compact`` wrote ``m`` from, with the values its validation gave (ids as
+    strings, the time in UTC, empty objects for what it did not carry), set as pydantic's own
+    ``__init__`` sets them — its ``model_construct`` was slower than validating."""
+    values = {**EVENT_DEFAULTS, "properties": {}, "traits": {}, "context": {}, **m,
+              "timestamp": datetime.fromisoformat(m["timestamp"]).astimezone(timezone.utc)}
+    event = InteractionEvent.__new__(InteractionEvent)
+    object.__setattr__(event, "__dict__", values)
+    object.__setattr__(event, "__pydantic_fields_set__", set(m))
+    object.__setattr__(event, "__pydantic_extra__", {})
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
 
 
 def is_command(item: Item) -> bool:

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from funnel.config import ScoringModel
 from funnel.decide import new_lead, rescore
-from funnel.history import HISTORY_KEPT, Item, item_id, item_time
+from funnel.history import HISTORY_KEPT, Item, item_id, item_time, message_time, revive
 from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
 from funnel.moves import advance
 from schemas.lead import TransitionRecord
@@ -81,8 +81,10 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
     if new_items:
         if not lead.history.cut:
             # replay the union from a new lead, in event time (stable: arrival order)
-            replayed = rescore(new_lead(lead.lead_id, model),
-                               sorted([*known_items(lead), *new_items], key=item_time), model)
+            union = sorted([*((i, revive(i, known=True)) for i in known_items(lead)),
+                            *((i, revive(i)) for i in new_items)], key=lambda p: message_time(p[1]))
+            replayed = rescore(new_lead(lead.lead_id, model), [i for i, _ in union], model,
+                               [m for _, m in union])
         else:
             # the lead's own history was cut: older messages cannot be replayed, so the other
             # id's messages are applied on top, in event time (frequency limits approximate)

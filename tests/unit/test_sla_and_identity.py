@@ -290,6 +290,14 @@ def test_a_remembered_event_is_what_its_json_dump_would_be():
             == orjson.dumps({**dumped, "context": None})
         assert revive(item) == InteractionEvent.model_validate(
             {**dumped, **({"context": item["m"]["context"]} if "context" in item["m"] else {})})
+        # read back from the lead's own history: built without validating, the same event
+        known = revive(orjson.loads(orjson.dumps(item)), known=True)
+        checked = revive(item)
+        assert known == checked and known.__dict__ == checked.__dict__
+        assert known.timestamp.tzinfo is checked.timestamp.tzinfo
+        assert known.model_fields_set == checked.model_fields_set
+        assert known.model_extra == checked.model_extra and known.model_dump_json() == \
+            checked.model_dump_json()
     assert compact(events[0])["m"]["timestamp"] == "2026-01-01T08:00:00.500000Z"
     assert compact(events[0])["m"]["context"] == {"page": {"url": "u"}}   # only what replay needs
 
