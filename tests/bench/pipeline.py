@@ -193,13 +193,20 @@ def memory_slope(samples: list[tuple[int, float]], n: int, ids: int, since: floa
 
 def state_bytes(s: Settings) -> tuple[int, float]:
     """(lead ids, mean bytes) of the latest changelog record per lead (its history, in a table
-    of its own, not counted; nor the checkpoint's markers and journal: keys no lead has)."""
+    of its own, not counted; nor the checkpoint's markers and journal: keys no lead has). The
+    ids are the projection's rows (one per lead id, caught up); the mean is the leads' of the
+    changelog's first partition, a sample: the changelog keeps every version (the embedded
+    broker does not compact) and reading all of it took ~12 minutes at a million leads."""
+    import psycopg
+
     from streams.worker.store import MARKER_PREFIX
 
+    with psycopg.connect(s.dsn()) as conn:
+        ids = conn.execute(f'SELECT count(*) FROM "{s.db_schema}".leads').fetchone()[0]
     topic = f"{s.app_id}-lead-state-changelog"
     c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers(), enable_auto_commit=False,
                       auto_offset_reset="earliest", consumer_timeout_ms=3000)
-    tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
+    tps = [TopicPartition(topic, 0)]
     c.assign(tps)
     c.seek_to_beginning(*tps)
     sizes: dict[bytes, int] = {}
@@ -207,7 +214,7 @@ def state_bytes(s: Settings) -> tuple[int, float]:
         if record.key and not record.key.startswith(MARKER_PREFIX.encode()):
             sizes[record.key] = len(record.value or b"")
     c.close()
-    return len(sizes), (sum(sizes.values()) / len(sizes) if sizes else 0.0)
+    return ids, (sum(sizes.values()) / len(sizes) if sizes else 0.0)
 
 
 def restart(s: Settings, proc: subprocess.Popen, lead_id: str, log: Path) -> tuple[float, object]:
@@ -264,22 +271,26 @@ def ceiling_rates(s: Settings, leads: int, tmp: str, timeout: float
     """(the Faust no-op agent's events/s on the same topic, the same on the worker's path —
     fetched messages handed over into an inbox taken in batches (``streams.worker.faust_inbox``)
     — the worker's own code's)."""
+    return (noop_rate(s, tmp, timeout, "noop"), noop_rate(s, tmp, timeout, "noop-deliver"),
+            worker_code(s, leads, seed=20))
+
+
+def noop_rate(s: Settings, tmp: str, timeout: float, name: str) -> float:
+    """Events/s of a Faust no-op agent reading the events topic in a group of its own (``name``:
+    ``noop…``; ``…-deliver`` on the worker's path)."""
     from streams.embedded.runner import stop_worker, worker_env
 
-    rates = []
-    for deliver in (False, True):
-        noop_group = f"{s.topic_prefix}noop{'-deliver' if deliver else ''}"
-        noop = subprocess.Popen(
-            [sys.executable, "-m", "tests.bench.noop", s.broker or "", s.topic("events"),
-             noop_group, str(s.partitions)] + (["--deliver"] if deliver else []),
-            env=worker_env(s), stdin=subprocess.DEVNULL,
-            stdout=open(Path(tmp) / f"{noop_group}.log", "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        try:
-            rates.append(GroupWatch(s, noop_group, s.topic("events")).rate(noop, timeout)[0])
-        finally:
-            stop_worker(noop)
-    return rates[0], rates[1], worker_code(s, leads, seed=20)
+    group = f"{s.topic_prefix}{name}"
+    noop = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.noop", s.broker or "", s.topic("events"), group,
+         str(s.partitions)] + (["--deliver"] if name.endswith("-deliver") else []),
+        env=worker_env(s), stdin=subprocess.DEVNULL,
+        stdout=open(Path(tmp) / f"{group}.log", "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        return GroupWatch(s, group, s.topic("events")).rate(noop, timeout)[0]
+    finally:
+        stop_worker(noop)
 
 
 def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float = 3600,
@@ -303,9 +314,9 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                   f"embedded broker (published in {time.monotonic() - t0:.0f}s)", flush=True)
             raw = raw_consume(s, n)
             timeout = max(timeout, n / 200)   # the scale run: ~6.8 M events
-            noop_rate = delivered = own_code = float("nan")
+            noop = noop_again = delivered = own_code = float("nan")
             if ceilings:
-                noop_rate, delivered, own_code = ceiling_rates(s, leads, tmp, timeout)
+                noop, delivered, own_code = ceiling_rates(s, leads, tmp, timeout)
             proc = spawn_worker(s, Path(tmp) / "worker.log")
             try:
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
@@ -330,18 +341,22 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                 seconds, proc = restart(s, proc, known[0], Path(tmp) / "worker2.log")
             finally:
                 stop_worker(proc, timeout=60)
+            if ceilings:   # the yardstick again, minutes later: how much it moves by itself
+                noop_again = noop_rate(s, tmp, timeout, "noop-again")
     print(f"  raw aiokafka getmany + JSON    {raw:>10,.0f} events/s")
     if ceilings:
-        print(f"  Faust no-op agent              {noop_rate:>10,.0f} events/s   (1.00×)")
+        print(f"  Faust no-op agent              {noop:>10,.0f} events/s   (1.00×; run again "
+              f"after the worker: {noop_again:,.0f}, {noop_again / noop:.2f}× — the yardstick's "
+              f"own noise)")
         print(f"  the same, the worker's path    {delivered:>10,.0f} events/s   "
-              f"({delivered / noop_rate:.2f}×: Faust's fetch and commit, no stream: "
+              f"({delivered / noop:.2f}×: Faust's fetch and commit, no stream: "
               f"messages handed over into an inbox, taken in batches)")
         ceiling = 1 / (1 / delivered + 1 / own_code)   # the worker's Faust share: the hand-over's
         print(f"  worker's own code, no Faust    {own_code:>10,.0f} events/s   "
               f"({1e6 / own_code:,.0f} µs an event on one core, simulated broker; with the "
               f"worker path's no-op {1e6 / delivered:,.0f} µs: at most {ceiling:,.0f} events/s = "
-              f"{ceiling / noop_rate:.2f}× the stock no-op for one process)")
-    versus = (lambda rate: f"{rate / noop_rate:.2f}× the no-op agent") if ceilings else \
+              f"{ceiling / noop:.2f}× the stock no-op for one process)")
+    versus = (lambda rate: f"{rate / noop:.2f}× the no-op agent") if ceilings else \
         (lambda rate: "no ceilings measured in the scale run")
     print(f"  worker, events taken           {taken:>10,.0f} events/s   ({versus(taken)}; its "
           f"process used {watch.busy:.0%} of a core meanwhile)")
@@ -360,7 +375,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
           f"{rss * 1024 / max(ids, 1):.1f} KB per lead id in all (the projection process: "
           f"{projection_rss:,.0f} MB more); slope {slope:.2f} KB per "
           f"lead id from a quarter of the events to the end, {late:.2f} from half; state "
-          f"{mean:,.0f} bytes per lead (changelog, latest record); the embedded broker held "
-          f"{broker:,.0f} MB")
+          f"{mean:,.0f} bytes per lead (changelog, latest record; the first partition's leads); "
+          f"the embedded broker held {broker:,.0f} MB")
     print(f"  restart (SIGTERM a loaded worker, start it): first new decision after "
           f"{seconds:.1f}s")
