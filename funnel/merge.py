@@ -11,7 +11,7 @@ from datetime import datetime
 
 from funnel.config import ScoringModel
 from funnel.decide import new_lead, rescore
-from funnel.history import HISTORY_KEPT, Item, item_id, item_time, message_time, revive
+from funnel.history import HISTORY_KEPT, Item, compact, item_id, message_time, revive
 from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
 from funnel.moves import advance
 from schemas.lead import TransitionRecord
@@ -79,16 +79,19 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
         merged.aliases = [*merged.aliases[-(ALIASES_KEPT - 1):], from_id]
     transitions: list[TransitionRecord] = []
     if new_items:
+        # the other id's messages come over the wire: validated, and kept as ``compact`` writes
+        # them; the lead's own were, so they are rebuilt as they are (``revive(known=True)``)
+        fresh = [(compact(m), m) for m in map(revive, new_items)]
         if not lead.history.cut:
             # replay the union from a new lead, in event time (stable: arrival order)
-            union = sorted([*((i, revive(i, known=True)) for i in known_items(lead)),
-                            *((i, revive(i)) for i in new_items)], key=lambda p: message_time(p[1]))
-            replayed = rescore(new_lead(lead.lead_id, model), [i for i, _ in union], model,
-                               [m for _, m in union])
+            union = sorted([*((i, revive(i, known=True)) for i in known_items(lead)), *fresh],
+                           key=lambda pair: message_time(pair[1]))
         else:
             # the lead's own history was cut: older messages cannot be replayed, so the other
             # id's messages are applied on top, in event time (frequency limits approximate)
-            replayed = rescore(lead, sorted(new_items, key=item_time), model)
+            union = sorted(fresh, key=lambda pair: message_time(pair[1]))
+        replayed = rescore(new_lead(lead.lead_id, model) if not lead.history.cut else lead,
+                           [i for i, _ in union], model, [m for _, m in union])
         for name in SCORING_FIELDS:
             setattr(merged, name, getattr(replayed, name))
         if replayed.origin != "marketing" and merged.origin != "sales":

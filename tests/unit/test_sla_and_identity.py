@@ -354,3 +354,28 @@ def test_a_history_extended_at_once_is_the_history_added_to_item_by_item():
         at_once = start.extend(items)
         assert (at_once.blob, at_once.cut, len(at_once)) == \
             (one_by_one.blob, one_by_one.cut, len(one_by_one))
+
+
+def test_an_item_from_the_wire_is_kept_as_compact_writes_it_and_replays_alike_later():
+    """The other id's items come over ``funnel.identity``: validated and kept in the lead's
+    history as ``compact`` writes them, so that a later merge, which rebuilds the lead's own items
+    without validating them, replays what was validated."""
+    from funnel.decide import rescore
+    from funnel.history import compact, item_time
+    from funnel.merge import SCORING_FIELDS, known_items
+
+    u, _ = run(new_lead("u-1", MODEL), identify(anonymousId="a-1", when=at(days=2)))
+    wire = {"k": "e", "m": {"messageId": "w1", "type": "page", "anonymousId": 42,
+                            "timestamp": "2026-11-21T12:00:00+02:00", "properties": None,
+                            "context": {"page": {"path": "/pricing"}, "ip": "1.2.3.4"},
+                            "sentAt": "2026-11-21T12:00:01Z"}}
+    merged, _ = merge(u, [wire], "a-1", at(days=2), MODEL)
+    kept = next(i for i in merged.history.items if i["m"]["messageId"] == "w1")
+    assert kept == compact(revive(wire)) and kept["m"]["anonymousId"] == "42"
+    assert kept["m"]["properties"] == {} and kept["m"]["timestamp"] == "2026-11-21T10:00:00Z"
+    later = compact(page("/pricing", lead="a-2", when=at(days=3)))
+    again, _ = merge(merged, [later], "a-2", at(days=3), MODEL)
+    replay = rescore(new_lead("u-1", MODEL), sorted(known_items(again), key=item_time), MODEL)
+    assert again.events_count == 3
+    for name in SCORING_FIELDS:
+        assert getattr(again, name) == getattr(replay, name), name
