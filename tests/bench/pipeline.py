@@ -209,10 +209,11 @@ def state_bytes(s: Settings) -> tuple[int, float]:
     tps = [TopicPartition(topic, 0)]
     c.assign(tps)
     c.seek_to_beginning(*tps)
-    sizes: dict[bytes, int] = {}
-    for record in c:
-        if record.key and not record.key.startswith(MARKER_PREFIX.encode()):
-            sizes[record.key] = len(record.value or b"")
+    sizes: dict[str, int] = {}
+    for record in c:   # the table's keys are JSON strings (Faust's key serializer)
+        key = orjson.loads(record.key) if record.key else None
+        if isinstance(key, str) and not key.startswith(MARKER_PREFIX):
+            sizes[key] = len(record.value or b"")
     c.close()
     return ids, (sum(sizes.values()) / len(sizes) if sizes else 0.0)
 
