@@ -66,10 +66,11 @@ def rescore(start: Lead, items: list[Item], model: ScoringModel,
     takes of the result: its scores and their inputs, ``origin``, ``seen_ids`` and history —
     the values ``process`` item after item gives (duplicates skipped alike). When no sales
     command is among the items (most merges) it is cheaper: one copy of the lead, not one a
-    message; the history written once, of the items as they are when the caller gives their
-    messages (``merge``: each item as ``compact`` wrote it); no stage moves, which an event's scores do not depend on (a
-    command's acceptance does, so a command among them takes ``process`` all the way)."""
-    if messages is None:   # else the caller's: ``items`` revived, each as ``compact`` wrote it
+    message; the history written once; no stage moves, which an event's scores do not depend on
+    (a command's acceptance does, so a command among them takes ``process`` all the way).
+    ``messages``: the items revived, when the caller has them — the items are then kept as they
+    are, so each must be as ``compact`` writes it (``merge``); else both are made here."""
+    if messages is None:
         messages = [revive(item) for item in items]
         items = [compact(message) for message in messages]
     if not all(isinstance(m, InteractionEvent) for m in messages):

@@ -69,14 +69,15 @@ def revive(item: Item, known: bool = False) -> Message:
     return SalesCommand.model_validate(item["m"])
 
 
-EVENT_DEFAULTS = {name: None for name in EVENT_ORDER}
+# every field, in the model's order (its JSON dump follows the order of the instance's values)
+EVENT_NONE = dict.fromkeys(InteractionEvent.model_fields)
 
 
 def _known_event(m: dict[str, Any]) -> InteractionEvent:
     """The event ``compact`` wrote ``m`` from, with the values its validation gave (ids as
     strings, the time in UTC, empty objects for what it did not carry), set as pydantic's own
     ``__init__`` sets them — its ``model_construct`` was slower than validating."""
-    values = {**EVENT_DEFAULTS, "properties": {}, "traits": {}, "context": {}, **m,
+    values = {**EVENT_NONE, "properties": {}, "traits": {}, "context": {}, **m,
               "timestamp": datetime.fromisoformat(m["timestamp"]).astimezone(timezone.utc)}
     event = InteractionEvent.__new__(InteractionEvent)
     object.__setattr__(event, "__dict__", values)

@@ -84,14 +84,14 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
         fresh = [(compact(m), m) for m in map(revive, new_items)]
         if not lead.history.cut:
             # replay the union from a new lead, in event time (stable: arrival order)
-            union = sorted([*((i, revive(i, known=True)) for i in known_items(lead)), *fresh],
-                           key=lambda pair: message_time(pair[1]))
+            start = new_lead(lead.lead_id, model)
+            pairs = [*((i, revive(i, known=True)) for i in known_items(lead)), *fresh]
         else:
             # the lead's own history was cut: older messages cannot be replayed, so the other
             # id's messages are applied on top, in event time (frequency limits approximate)
-            union = sorted(fresh, key=lambda pair: message_time(pair[1]))
-        replayed = rescore(new_lead(lead.lead_id, model) if not lead.history.cut else lead,
-                           [i for i, _ in union], model, [m for _, m in union])
+            start, pairs = lead, fresh
+        pairs.sort(key=lambda pair: message_time(pair[1]))
+        replayed = rescore(start, [i for i, _ in pairs], model, [m for _, m in pairs])
         for name in SCORING_FIELDS:
             setattr(merged, name, getattr(replayed, name))
         if replayed.origin != "marketing" and merged.origin != "sales":

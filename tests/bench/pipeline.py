@@ -197,12 +197,10 @@ def state_bytes(s: Settings) -> tuple[int, float]:
     ids are the projection's rows (one per lead id, caught up); the mean is the leads' of the
     changelog's first partition, a sample: the changelog keeps every version (the embedded
     broker does not compact) and reading all of it took ~12 minutes at a million leads."""
-    import psycopg
-
     from streams.worker.store import MARKER_PREFIX
+    from tests.integration.conftest import query
 
-    with psycopg.connect(s.dsn()) as conn:
-        ids = conn.execute(f'SELECT count(*) FROM "{s.db_schema}".leads').fetchone()[0]
+    ids = query(s, "SELECT count(*) FROM leads")[0][0]
     topic = f"{s.app_id}-lead-state-changelog"
     c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers(), enable_auto_commit=False,
                       auto_offset_reset="earliest", consumer_timeout_ms=3000)
