@@ -60,23 +60,23 @@ class _Cursor:
         # a recycled lead earns its MQL again: only points since it was recycled count
         interest = lead.interest_raw if lead.recycled_at is None \
             else lead.points_since(lead.recycled_at)
-        by_score = interest >= mql.min_interest and lead.fit_score >= mql.min_fit
+        if interest >= mql.min_interest and lead.fit_score >= mql.min_fit:
+            return True
         # a known person who showed high intent (since the last recycling), even before we
         # knew who it was: identifying after a download qualifies
-        by_signal = lead.known and not lead.fresh_signals().isdisjoint(mql.or_signals)
-        return by_score or by_signal
+        return lead.known and lead.has_fresh_signal(mql.or_signals)
 
     def meets_sql_threshold(self) -> bool:
         assert self.lead is not None
         sql = self.rules.lifecycle.sql
         return (self.lead.temperature in sql.temperatures
                 and self.lead.quality in sql.qualities
-                and not self.lead.fresh_signals().isdisjoint(sql.signals))
+                and self.lead.has_fresh_signal(sql.signals))
 
     def passes_second_filter(self) -> bool:
         assert self.lead is not None
         second = self.rules.lifecycle.second_filter
-        if second.signals and not self.lead.fresh_signals().isdisjoint(second.signals):
+        if second.signals and self.lead.has_fresh_signal(second.signals):
             return True
         traits = self.lead.traits
         return bool(second.traits) and all(traits.get(t) not in (None, "") for t in second.traits)
@@ -107,6 +107,9 @@ class Lifecycle:
                                initial="iql", auto_transitions=False, send_event=False)
         self.machine.add_model(self.cursor)
         self._allowed = {stage: self.machine.get_triggers(stage) for stage in STAGES}
+        # the automatic triggers that have a move out of each stage, in ``AUTOMATIC``'s order
+        self.automatic = {stage: tuple(t for t in AUTOMATIC if t in self._allowed[stage])
+                          for stage in STAGES}
         self._moves: dict[tuple[str, str], list[tuple[str | None, list[tuple[Any, bool]]]]] = {
             (trigger, stage): [(t.dest, [(getattr(self.cursor, str(c.func)), bool(c.target))
                                          for c in t.conditions]) for t in moves]

@@ -124,6 +124,13 @@ class Lead(BaseModel):
             return set(self.signals)
         return {s for s, at in self.signals.items() if at > since}
 
+    def has_fresh_signal(self, wanted: list[str]) -> bool:
+        """Whether one of ``wanted`` is among :meth:`fresh_signals` (without building them)."""
+        signals, since = self.signals, self.recycled_at
+        if since is None:
+            return any(s in signals for s in wanted)
+        return any(s in signals and signals[s] > since for s in wanted)
+
     def points_since(self, since: datetime | None) -> float:
         return sum(r.points for r in self.contributions if since is None or (r.at and r.at > since))
 

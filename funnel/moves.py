@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from funnel.config import ScoringModel
-from funnel.lifecycle import AUTOMATIC, lifecycle_for
+from funnel.lifecycle import AUTOMATIC, Lifecycle, lifecycle_for
 from funnel.model import TRANSITIONS_KEPT, Lead
 from schemas.lead import TransitionRecord
 
@@ -16,12 +16,13 @@ LAST_ENTRY = {"recycled": "recycled_at", "disqualified": "disqualified_at"}
 
 def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRecord],
          model: ScoringModel, signals: set[str] | None = None, *, actor: str | None = None,
-         reason: str | None = None) -> bool:
+         reason: str | None = None, lifecycle: Lifecycle | None = None) -> bool:
     """Fire ``trigger``; on a stage change, a new version and a ``TransitionRecord`` appended to
     ``transitions``. False when the trigger's guard does not hold. Raises
-    ``funnel.lifecycle.Refused`` for a trigger the stage does not allow."""
+    ``funnel.lifecycle.Refused`` for a trigger the stage does not allow. ``lifecycle``: the
+    model's (``lifecycle_for``), when the caller has it."""
     before = lead.stage
-    dest = lifecycle_for(model).fire(lead, trigger, signals)
+    dest = (lifecycle or lifecycle_for(model)).fire(lead, trigger, signals)
     if dest is None:
         return False
     if dest == before:
@@ -36,7 +37,7 @@ def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRec
     if dest == "sql":
         lead.sla_breached_at = None   # a new SQL: a new SLA
     record = TransitionRecord(lead_id=lead.lead_id, version=lead.version, from_stage=before,
-                              to_stage=dest, trigger=trigger, occurred_at=at, actor=actor,
+                              to_stage=dest, trigger=trigger, occurred_at=at, actor=actor,  # type: ignore[arg-type]
                               reason=reason, reasons=lead.top_reasons())
     lead.transitions = [*lead.transitions[-(TRANSITIONS_KEPT - 1):], record]
     transitions.append(record)
@@ -47,10 +48,10 @@ def advance(lead: Lead, at: datetime, transitions: list[TransitionRecord], model
             signals: set[str]) -> None:
     """Take every automatic move whose guard holds, until none does."""
     lifecycle = lifecycle_for(model)
+    automatic = lifecycle.automatic
     for _ in range(len(AUTOMATIC) + 1):
-        allowed = lifecycle.allowed(lead.stage)
-        for trigger in AUTOMATIC:
-            if trigger in allowed and move(lead, trigger, at, transitions, model, signals):
+        for trigger in automatic[lead.stage]:
+            if move(lead, trigger, at, transitions, model, signals, lifecycle=lifecycle):
                 break
         else:
             return
