@@ -4,13 +4,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration bench clean browser
+.PHONY: install accel demo test unit integration bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,accel]'
 	touch $(STAMP)
+
+# the core's hot modules compiled with mypyc (funnel/accel.py), again whenever one changes; without
+# a C compiler it says so and the core runs as Python
+ACCEL := $(VENV)/funnel-accel/manifest.json
+ACCEL_SOURCES := $(addsuffix .py,funnel/scoring funnel/decide funnel/moves funnel/timers \
+	funnel/history funnel/merge funnel/lead_json schemas/limits schemas/wire) funnel/accel.py
+$(ACCEL): $(ACCEL_SOURCES) | $(STAMP)
+	$(BIN)/python -c 'import funnel.accel as a; a.main()' build
 
 # the official AsyncAPI 3.0 and Compose specification JSON Schemas (from npm), for the tests
 SPEC := $(VENV)/specs/.fetched
@@ -18,12 +26,14 @@ $(SPEC): tests/tools/fetch_specs.py | $(STAMP)
 	$(BIN)/python -m tests.tools.fetch_specs
 	touch $(SPEC)
 
-install: $(STAMP)
+install: $(STAMP) $(ACCEL)
 
-demo: $(STAMP)
+accel: $(ACCEL)
+
+demo: $(STAMP) $(ACCEL)
 	$(BIN)/funnel demo
 
-test: $(STAMP) $(SPEC) browser
+test: $(STAMP) $(ACCEL) $(SPEC) browser
 	$(BIN)/pytest -q tests
 
 # Debian's chromium + chromium-driver for the dashboard's browser test (apt-get, as root)
@@ -36,13 +46,13 @@ browser:
 	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
 	else echo "note: the dashboard test needs /usr/bin/chromium and /usr/bin/chromedriver"; fi
 
-unit: $(STAMP) $(SPEC)
+unit: $(STAMP) $(ACCEL) $(SPEC)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) $(SPEC) browser
+integration: $(STAMP) $(ACCEL) $(SPEC) browser
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)
+bench: $(STAMP) $(ACCEL)
 	$(BIN)/python -m tests.bench
 
 clean:

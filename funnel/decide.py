@@ -7,6 +7,7 @@ machine's clock says. Replaying a topic through it offline gives the live pipeli
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 import orjson
 
@@ -81,11 +82,12 @@ def rescore(start: Lead, items: list[Item], model: ScoringModel,
             except CommandRefused:
                 pass
         return lead
+    events = cast(list[InteractionEvent], messages)
     lead = start.model_copy()
     seen = list(lead.seen_ids)
     last = {msg_id: i for i, msg_id in enumerate(seen)}   # where each id was seen last
     kept: list[Item] = []
-    for item, event in zip(items, messages):
+    for item, event in zip(items, events):
         at = last.get(event.messageId)
         if at is not None and at >= len(seen) - SEEN_WINDOW:
             continue   # a duplicate: within the last SEEN_WINDOW ids, as in ``process``

@@ -1,5 +1,7 @@
 """Wire contracts (pydantic v2): what travels on each topic. See CONTRACT.md."""
 
+import funnel  # noqa: F401  (first: the compiled core's finder, ``funnel.accel``, covers schemas too)
+
 from schemas.commands import SalesCommand, parse_command
 from schemas.events import InteractionEvent, InvalidMessage, parse_event
 from schemas.handoff import CloudEvent

@@ -25,12 +25,14 @@ SPEC_FIELDS = frozenset({
     "receivedAt", "channel", "version", "groupId", "category", "writeKey", "_metadata",
 })
 
-LIMITS = {"max_string": MAX_STRING, "max_key": MAX_KEY, "max_depth": MAX_DEPTH,
-          "max_keys": MAX_KEYS, "max_items": MAX_ITEMS, "max_unknown_fields": MAX_UNKNOWN_FIELDS,
-          "max_number": MAX_NUMBER, "max_amount": MAX_AMOUNT,
-          # PostgreSQL text and jsonb cannot hold U+0000: a lead carrying one could never be
-          # projected (its snapshot would be refused on every retry)
-          "no_nul": 0}
+# ints stay ints in the messages (compiled with mypyc, a table typed float made them 6.0)
+LIMITS: dict[str, int | float] = {
+    "max_string": MAX_STRING, "max_key": MAX_KEY, "max_depth": MAX_DEPTH,
+    "max_keys": MAX_KEYS, "max_items": MAX_ITEMS, "max_unknown_fields": MAX_UNKNOWN_FIELDS,
+    "max_number": MAX_NUMBER, "max_amount": MAX_AMOUNT,
+    # PostgreSQL text and jsonb cannot hold U+0000: a lead carrying one could never be
+    # projected (its snapshot would be refused on every retry)
+    "no_nul": 0}
 
 
 class LimitExceeded(ValueError):

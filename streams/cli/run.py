@@ -12,6 +12,7 @@ from streams.cli.common import load_settings as _settings
 from streams.cli.common import sigterm_is_ctrl_c as _sigterm_is_ctrl_c
 from streams.cli.group import main
 from streams.cli.traffic import publish_traffic
+from funnel.accel import describe as core
 from streams.settings import Settings
 
 
@@ -71,7 +72,7 @@ def up() -> None:
             worker = children.add("worker", lambda: spawn_worker(s))
             _keep_http(children, s, spawn_collector)
             console.print(f"worker started (pid {worker.pid}); topics prefixed "
-                          f"'{s.topic_prefix}'. Ctrl-C to stop.")
+                          f"'{s.topic_prefix}'; the core {core()}. Ctrl-C to stop.")
             console.print(f"  export FUNNEL_BROKER={s.broker} FUNNEL_DATABASE_URL={s.dsn()}")
             while True:
                 children.check()

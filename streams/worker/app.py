@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from funnel import accel
 from funnel.config import ScoringModel
 from streams.db.writer import Projection
 from streams.settings import Settings
@@ -50,6 +51,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     pipeline = role == "worker"
     projection = role == "projection" or settings.projection == "inline"
+    log.info("funnel %s: the core %s", role, accel.describe())
     app_id = settings.app_id if pipeline else settings.projection_group
     datadir = (settings.data_dir / "worker" / app_id).resolve()
     datadir.mkdir(parents=True, exist_ok=True)

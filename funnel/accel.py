@@ -1,0 +1,151 @@
+"""The pure core compiled to C with mypyc, used when it was built from the sources as they are.
+
+``python -m funnel.accel build`` (``make`` runs it) compiles the hot modules of the core
+(``COMPILED``) into ``<sys.prefix>/funnel-accel`` — beside the interpreter they were built for —
+with a manifest of each source's SHA-256. At import, :func:`install` puts a finder first on
+``sys.meta_path`` that loads the compiled modules instead of their sources, all or none: only
+when every source still hashes as it did at the build (the compiled modules call each other
+directly, so one edited source means none of them is used). Otherwise, when nothing was built
+(no C compiler) or with ``FUNNEL_ACCEL=off``, the same modules run as Python — the same answers
+(a test replays simulated traffic both ways and compares every lead byte for byte), slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+COMPILED = ("funnel.scoring", "funnel.decide", "funnel.moves", "funnel.timers",
+            "funnel.history", "funnel.merge", "funnel.lead_json", "schemas.limits",
+            "schemas.wire")
+ROOT = Path(__file__).resolve().parent.parent   # where the ``funnel`` and ``schemas`` packages are
+MANIFEST = "manifest.json"
+
+
+def accel_dir() -> Path:
+    return Path(os.environ.get("FUNNEL_ACCEL_DIR") or Path(sys.prefix) / "funnel-accel")
+
+
+def source(module: str, root: Path = ROOT) -> Path:
+    return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def usable(where: Path, root: Path = ROOT) -> dict[str, Path] | None:
+    """Module name → compiled file, when the build in ``where`` matches this interpreter and
+    every source in ``root`` as it is now; else None (and the sources are imported)."""
+    try:
+        manifest = json.loads((where / MANIFEST).read_text("utf-8"))
+        if manifest.get("ext_suffix") != sysconfig.get_config_var("EXT_SUFFIX"):
+            return None
+        hashes = manifest["sources"]
+        if set(hashes) != set(COMPILED) or any(digest(source(m, root)) != hashes[m]
+                                               for m in COMPILED):
+            return None
+        files = {name: where / file for name, file in manifest["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return files if all(f.is_file() for f in files.values()) else None
+
+
+class _Finder:
+    """Finds the compiled modules (and mypyc's shared library) in the build."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+
+    def find_spec(self, name: str, path: object = None, target: object = None):  # noqa: ANN201
+        file = self.files.get(name)
+        if file is None:
+            return None
+        loader = importlib.machinery.ExtensionFileLoader(name, str(file))
+        return importlib.util.spec_from_file_location(name, file, loader=loader)
+
+
+_installed: list[_Finder] = []
+
+
+def install() -> bool:
+    """Use the compiled core if it is usable (idempotent). Whether it is in use."""
+    if not _installed:
+        files = None if os.environ.get("FUNNEL_ACCEL", "on").lower() in ("off", "0", "no") \
+            else usable(accel_dir())
+        finder = _Finder(files or {})
+        _installed.append(finder)
+        if files:
+            if any(name in sys.modules for name in COMPILED):
+                return False   # too late: some were imported from their sources already
+            sys.meta_path.insert(0, finder)
+    return bool(_installed[0].files)
+
+
+def active() -> bool:
+    """Whether the core runs compiled in this process (its modules load from the build)."""
+    return bool(_installed and _installed[0].files) and _installed[0] in sys.meta_path
+
+
+def describe() -> str:
+    """How the core runs, and why when not compiled."""
+    if active():
+        return "runs compiled (mypyc)"
+    if os.environ.get("FUNNEL_ACCEL", "on").lower() in ("off", "0", "no"):
+        return "runs as Python (FUNNEL_ACCEL=off)"
+    if not (accel_dir() / MANIFEST).is_file():
+        return "runs as Python (not compiled: make accel)"
+    return "runs as Python (its compiled build is not of these sources: make accel)"
+
+
+def build(where: Path | None = None, root: Path = ROOT) -> Path:
+    """Compile ``COMPILED`` with mypyc into ``where`` (a copy of the sources is compiled in a
+    temporary directory: nothing is written beside the sources)."""
+    where = where or accel_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for package in ("funnel", "schemas"):
+            shutil.copytree(root / package, work / package,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.so", "models"))
+        sources = [str(source(m, Path("."))) for m in COMPILED]
+        subprocess.run([sys.executable, "-m", "mypyc", *sources], cwd=work, check=True,
+                       stdout=subprocess.DEVNULL, env={**os.environ, "MYPY_CACHE_DIR": tmp + "/cache"})
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        files = {m: source(m, Path(".")).with_suffix(suffix) for m in COMPILED}
+        files.update({p.name.removesuffix(suffix): p.relative_to(work)
+                      for p in work.glob(f"*__mypyc{suffix}")})
+        shutil.rmtree(where, ignore_errors=True)
+        for file in files.values():
+            (where / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / file, where / file)
+    (where / MANIFEST).write_text(json.dumps({
+        "ext_suffix": suffix, "sources": {m: digest(source(m, root)) for m in COMPILED},
+        "files": {name: str(file) for name, file in files.items()}}, indent=1), "utf-8")
+    return where
+
+
+def main() -> None:
+    """``python -m funnel.accel build``: compile, or say why not (the core then runs as Python)."""
+    if sys.argv[1:] != ["build"]:
+        sys.exit("usage: python -m funnel.accel build")
+    if usable(accel_dir()):
+        (accel_dir() / MANIFEST).touch()   # for make: up to date
+        print(f"compiled core up to date in {accel_dir()}")
+        return
+    try:
+        print(f"compiled core built in {build()}")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"note: the core was not compiled ({exc}); it runs as Python, slower")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The compiled core (``funnel.accel``): the same answers as the Python core, and used only
+when it was built from the sources as they are."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from funnel import accel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def digest_run(**env: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tests.unit.accel_digest"], cwd=ROOT,
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_compiled_core_writes_what_the_python_core_writes():
+    """Simulated traffic with identity merges, sales commands and hostile messages through the
+    worker's pipeline, then the periodic pass on every lead: every record byte for byte.
+    (It told ``no_nul=0.0`` from ``no_nul=0`` in a dead letter's reason: mypyc had made the
+    limits' table floats.)"""
+    compiled = digest_run()
+    python = digest_run(FUNNEL_ACCEL="off")
+    assert compiled["core"] == "runs compiled (mypyc)", \
+        f"the compiled core is not in use ({compiled['core']}): run 'make accel'"
+    assert python["core"] == "runs as Python (FUNNEL_ACCEL=off)"
+    assert compiled["records"] == python["records"] > 20_000
+    assert compiled["digest"] == python["digest"]
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the compiled modules' sources and a build of them (its files stand-ins)."""
+    root, where = tmp_path / "src", tmp_path / "build"
+    files = {}
+    for module in accel.COMPILED:
+        src = accel.source(module, root)
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(accel.source(module).read_bytes())
+        files[module] = f"{module.replace('.', '/')}.so"
+        (where / files[module]).parent.mkdir(parents=True, exist_ok=True)
+        (where / files[module]).write_bytes(b"")
+    (where / accel.MANIFEST).write_text(json.dumps({
+        "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
+        "sources": {m: accel.digest(accel.source(m, root)) for m in accel.COMPILED},
+        "files": files}))
+    return root, where
+
+
+def test_a_build_is_used_for_the_sources_it_was_built_from(build):
+    root, where = build
+    files = accel.usable(where, root)
+    assert files is not None and set(files) == set(accel.COMPILED)
+    assert files["funnel.decide"] == where / "funnel/decide.so"
+
+
+def test_a_build_is_not_used_once_a_source_changed(build):
+    root, where = build
+    path = accel.source("schemas.wire", root)
+    path.write_text(path.read_text() + "\n# edited\n")
+    assert accel.usable(where, root) is None   # all or none: not even the unchanged ones
+
+
+@pytest.mark.parametrize("spoil", ["another interpreter", "a file missing", "no manifest",
+                                   "a broken manifest", "a module missing"])
+def test_a_build_that_does_not_fit_is_not_used(build, spoil):
+    root, where = build
+    manifest = json.loads((where / accel.MANIFEST).read_text())
+    if spoil == "another interpreter":
+        manifest["ext_suffix"] = ".cpython-312-x86_64-linux-gnu.so"
+    elif spoil == "a file missing":
+        (where / "funnel/merge.so").unlink()
+    elif spoil == "a module missing":
+        del manifest["sources"]["funnel.merge"]
+    if spoil == "no manifest":
+        (where / accel.MANIFEST).unlink()
+    elif spoil == "a broken manifest":
+        (where / accel.MANIFEST).write_text("{not json")
+    else:
+        (where / accel.MANIFEST).write_text(json.dumps(manifest))
+    assert accel.usable(where, root) is None
