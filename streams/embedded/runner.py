@@ -183,8 +183,8 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FUNNEL_") and k not in ("BROKER_URL", "WEB_PORT", "STORE_URL")}
+    env = {k: v for k, v in os.environ.items() if k in ("FUNNEL_ACCEL", "FUNNEL_ACCEL_DIR") or
+           not k.startswith("FUNNEL_") and k not in ("BROKER_URL", "WEB_PORT", "STORE_URL")}
     env.update({
         "FUNNEL_BROKER": settings.broker or "",
         "FUNNEL_DATABASE_URL": settings.dsn(),

@@ -88,3 +88,16 @@ def test_a_build_that_does_not_fit_is_not_used(build, spoil):
     else:
         (where / accel.MANIFEST).write_text(json.dumps(manifest))
     assert accel.usable(where, root) is None
+
+
+def test_the_children_of_funnel_up_run_the_core_as_it_was_asked(monkeypatch, tmp_path):
+    from streams.embedded.runner import worker_env
+    from streams.settings import Settings
+
+    monkeypatch.setenv("FUNNEL_ACCEL", "off")
+    monkeypatch.setenv("FUNNEL_ACCEL_DIR", str(tmp_path))
+    monkeypatch.setenv("FUNNEL_NOT_A_SETTING", "x")   # the rest come from the settings only
+    env = worker_env(Settings(data_dir=tmp_path, broker="kafka://127.0.0.1:1",
+                              database_url="postgresql://127.0.0.1:1/x"))
+    assert env["FUNNEL_ACCEL"] == "off" and env["FUNNEL_ACCEL_DIR"] == str(tmp_path)
+    assert "FUNNEL_NOT_A_SETTING" not in env
