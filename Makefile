@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 ACCEL := $(VENV)/funnel-accel/manifest.json
 ACCEL_SOURCES := $(addsuffix .py,funnel/scoring funnel/decide funnel/moves funnel/timers \
 	funnel/history funnel/merge funnel/lead_json schemas/limits schemas/wire) funnel/accel.py
-$(ACCEL): $(ACCEL_SOURCES) | $(STAMP)
+$(ACCEL): $(ACCEL_SOURCES) $(STAMP)
 	$(BIN)/python -c 'import funnel.accel as a; a.main()' build
 
 # the official AsyncAPI 3.0 and Compose specification JSON Schemas (from npm), for the tests

@@ -128,16 +128,31 @@ def build(where: Path | None = None, root: Path = ROOT) -> Path:
             (where / file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / file, where / file)
     (where / MANIFEST).write_text(json.dumps({
-        "ext_suffix": suffix, "sources": {m: digest(source(m, root)) for m in COMPILED},
+        "ext_suffix": suffix, "mypyc": mypyc_version(),
+        "sources": {m: digest(source(m, root)) for m in COMPILED},
         "files": {name: str(file) for name, file in files.items()}}, indent=1), "utf-8")
     return where
 
 
+def mypyc_version() -> str | None:
+    """The installed mypy's version (mypyc comes with it), None without it."""
+    try:
+        from mypy.version import __version__
+    except ImportError:
+        return None
+    return __version__
+
+
 def main() -> None:
-    """``python -m funnel.accel build``: compile, or say why not (the core then runs as Python)."""
+    """``build``: compile (again when the sources or mypyc changed), or say why not (the core
+    then runs as Python)."""
     if sys.argv[1:] != ["build"]:
-        sys.exit("usage: python -m funnel.accel build")
-    if usable(accel_dir()):
+        sys.exit("usage: python -c 'import funnel.accel as a; a.main()' build")
+    try:
+        built_by = json.loads((accel_dir() / MANIFEST).read_text("utf-8")).get("mypyc")
+    except (OSError, ValueError, AttributeError):
+        built_by = None
+    if usable(accel_dir()) and built_by == mypyc_version():
         (accel_dir() / MANIFEST).touch()   # for make: up to date
         print(f"compiled core up to date in {accel_dir()}")
         return
