@@ -1,7 +1,7 @@
-"""The pure core compiled to C with mypyc, used when it was built from the sources as they are.
+"""The core compiled to C with mypyc, used when it was built from the sources as they are.
 
-``python -m funnel.accel build`` (``make`` runs it) compiles the hot modules of the core
-(``COMPILED``) into ``<sys.prefix>/funnel-accel`` — beside the interpreter they were built for —
+``build`` (``make`` runs it) compiles the hot modules of the core and of the worker's Faust-free
+pipeline (``COMPILED``) into ``<sys.prefix>/funnel-accel`` — beside the interpreter they were built for —
 with a manifest of each source's SHA-256. At import, :func:`install` puts a finder first on
 ``sys.meta_path`` that loads the compiled modules instead of their sources, all or none: only
 when every source still hashes as it did at the build (the compiled modules call each other
@@ -26,8 +26,13 @@ from pathlib import Path
 
 COMPILED = ("funnel.scoring", "funnel.decide", "funnel.moves", "funnel.timers",
             "funnel.history", "funnel.merge", "funnel.lead_json", "schemas.limits",
-            "schemas.wire")
-ROOT = Path(__file__).resolve().parent.parent   # where the ``funnel`` and ``schemas`` packages are
+            "schemas.wire",
+            # the worker's Faust-free pipeline: route, decide, emit, keep
+            "streams.records", "streams.worker.pipeline", "streams.worker.route",
+            "streams.worker.store", "streams.worker.emit", "streams.worker.identity",
+            "streams.worker.outbox", "streams.worker.journal")
+PACKAGES = ("funnel", "schemas", "streams")
+ROOT = Path(__file__).resolve().parent.parent   # where the packages are
 MANIFEST = "manifest.json"
 
 
@@ -113,9 +118,9 @@ def build(where: Path | None = None, root: Path = ROOT) -> Path:
     where = where or accel_dir()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for package in ("funnel", "schemas"):
-            shutil.copytree(root / package, work / package,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.so", "models"))
+        for package in PACKAGES:
+            shutil.copytree(root / package, work / package, ignore=shutil.ignore_patterns(
+                "__pycache__", "*.so", "models", "migrations", "assets"))
         sources = [str(source(m, Path("."))) for m in COMPILED]
         subprocess.run([sys.executable, "-m", "mypyc", *sources], cwd=work, check=True,
                        stdout=subprocess.DEVNULL, env={**os.environ, "MYPY_CACHE_DIR": tmp + "/cache"})

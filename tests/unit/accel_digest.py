@@ -26,10 +26,11 @@ from streams.worker.store import decode, encode
 from tests.unit.sim import STATE, Cluster, Fuse
 
 
-def main() -> None:
+def run_cluster(leads: int) -> Cluster:
+    """The simulated traffic of ``leads`` leads (and a few hostile messages) through the worker."""
     s = Settings(data_dir=Path(tempfile.mkdtemp()), topic_prefix="accel.")
     cluster = Cluster(s.partitions, load_model(), s)
-    traffic = generate(600, 45, seed=11)
+    traffic = generate(leads, 45, seed=11)
     for key, m in traffic.events:
         cluster.publish(s.topic("events"), key, orjson.dumps(m))
     hostile = [b'{"messageId": "h1", "type": "page", "anonymousId": "a\\u0000b", '
@@ -44,6 +45,11 @@ def main() -> None:
     for key, c in traffic.commands:
         cluster.publish(s.topic("sales-feedback"), key, orjson.dumps(c))
     cluster.run_worker(random.Random(3), Fuse(None), cache_size=50, max_batch=40)
+    return cluster
+
+
+def main() -> None:
+    cluster = run_cluster(600)
     digest, records = hashlib.sha256(), 0
     for (topic, partition), log in sorted(cluster.broker.logs.items()):
         for key, value, headers in log:
@@ -64,8 +70,8 @@ def main() -> None:
 
 
 def leak() -> None:
-    """The bytes still allocated after a third replay of simulated traffic through the core
-    that were not after the first (the leads dropped each time): a reference the compiled code
+    """The bytes still allocated after a third replay of simulated traffic through the core and
+    the worker's pipeline that were not after the first (all of it dropped each time): a reference the compiled code
     forgets to release shows as growth (mypyc before 1.20 leaked each ``bytes + bytes``: ~2.6 KB
     an event, the history line)."""
     import gc
@@ -76,8 +82,9 @@ def leak() -> None:
     _, replay = core_traffic(300)
     tracemalloc.start()
     sizes = []
-    for _ in range(3):
+    for _ in range(3):   # the core alone, and the worker's pipeline on the simulated cluster
         replay()
+        run_cluster(100)
         gc.collect()
         sizes.append(tracemalloc.get_traced_memory()[0])
     print(json.dumps({"core": describe(), "growth": sizes[-1] - sizes[0]}))
