@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 ACCEL := $(VENV)/funnel-accel/manifest.json
 ACCEL_SOURCES := $(addsuffix .py,funnel/scoring funnel/decide funnel/moves funnel/timers \
 	funnel/history funnel/merge funnel/lead_json schemas/limits schemas/wire streams/records \
-	$(addprefix streams/worker/,pipeline route store emit identity outbox journal)) funnel/accel.py
+	$(addprefix streams/worker/,pipeline route store emit identity outbox journal checkpoint \
+	batches)) funnel/accel.py
 $(ACCEL): $(ACCEL_SOURCES) $(STAMP)
 	$(BIN)/python -c 'import funnel.accel as a; a.main()' build
 

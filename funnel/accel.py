@@ -30,7 +30,8 @@ COMPILED = ("funnel.scoring", "funnel.decide", "funnel.moves", "funnel.timers",
             # the worker's Faust-free pipeline: route, decide, emit, keep
             "streams.records", "streams.worker.pipeline", "streams.worker.route",
             "streams.worker.store", "streams.worker.emit", "streams.worker.identity",
-            "streams.worker.outbox", "streams.worker.journal")
+            "streams.worker.outbox", "streams.worker.journal", "streams.worker.checkpoint",
+            "streams.worker.batches")
 PACKAGES = ("funnel", "schemas", "streams")
 ROOT = Path(__file__).resolve().parent.parent   # where the packages are
 MANIFEST = "manifest.json"
@@ -122,8 +123,15 @@ def build(where: Path | None = None, root: Path = ROOT) -> Path:
             shutil.copytree(root / package, work / package, ignore=shutil.ignore_patterns(
                 "__pycache__", "*.so", "models", "migrations", "assets"))
         sources = [str(source(m, Path("."))) for m in COMPILED]
-        subprocess.run([sys.executable, "-m", "mypyc", *sources], cwd=work, check=True,
-                       stdout=subprocess.DEVNULL, env={**os.environ, "MYPY_CACHE_DIR": tmp + "/cache"})
+        # the copy's packages only (PYTHONPATH would make mypy check others as sources), and
+        # what mypy says of the modules they import is not ours to fix here
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
+        done = subprocess.run([sys.executable, "-m", "mypyc", "--follow-imports=silent",
+                               *sources], cwd=work, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env={**env, "MYPY_CACHE_DIR": tmp + "/c"})
+        if done.returncode:
+            said = [line for line in done.stdout.splitlines() if "error" in line.lower()]
+            raise OSError("mypyc failed: " + " | ".join(said[-5:] or done.stdout.splitlines()[-5:]))
         suffix = sysconfig.get_config_var("EXT_SUFFIX")
         files = {m: source(m, Path(".")).with_suffix(suffix) for m in COMPILED}
         files.update({p.name.removesuffix(suffix): p.relative_to(work)
@@ -163,7 +171,7 @@ def main() -> None:
         return
     try:
         print(f"compiled core built in {build()}")
-    except (OSError, subprocess.CalledProcessError) as exc:
+    except OSError as exc:
         print(f"note: the core was not compiled ({exc}); it runs as Python, slower")
 
 

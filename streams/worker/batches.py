@@ -28,7 +28,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
 
 class BatchSender:
