@@ -12,14 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,accel]'
 	touch $(STAMP)
 
-# the core's hot modules compiled with mypyc (funnel/accel.py), again whenever one changes; without
-# a C compiler it says so and the core runs as Python
+# the hot modules compiled with mypyc (funnel/accel.py), again whenever a source of the packages
+# changes (the build is used only for the sources it was made from); without a C compiler it
+# says so and they run as Python
 ACCEL := $(VENV)/funnel-accel/manifest.json
-ACCEL_SOURCES := $(addsuffix .py,funnel/scoring funnel/decide funnel/moves funnel/timers \
-	funnel/history funnel/merge funnel/lead_json schemas/limits schemas/wire streams/records \
-	$(addprefix streams/worker/,pipeline route store emit identity outbox journal checkpoint \
-	batches)) funnel/accel.py
-$(ACCEL): $(ACCEL_SOURCES) $(STAMP)
+$(ACCEL): $(shell find funnel schemas streams -name '*.py' -not -path '*/__pycache__/*') $(STAMP)
 	$(BIN)/python -c 'import funnel.accel as a; a.main()' build
 
 # the official AsyncAPI 3.0 and Compose specification JSON Schemas (from npm), for the tests

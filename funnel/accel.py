@@ -1,13 +1,15 @@
 """The core compiled to C with mypyc, used when it was built from the sources as they are.
 
-``build`` (``make`` runs it) compiles the hot modules of the core and of the worker's Faust-free
-pipeline (``COMPILED``) into ``<sys.prefix>/funnel-accel`` — beside the interpreter they were built for —
-with a manifest of each source's SHA-256. At import, :func:`install` puts a finder first on
+``build`` (``make`` runs it) compiles the hot modules of the core and of the worker's
+Faust-free pipeline (``COMPILED``) into ``<sys.prefix>/funnel-accel`` (beside the interpreter
+they were built for) with a manifest: the digest of every Python source of the packages, the
+extension suffix, mypyc's version. At import, :func:`install` puts a finder first on
 ``sys.meta_path`` that loads the compiled modules instead of their sources, all or none: only
-when every source still hashes as it did at the build (the compiled modules call each other
-directly, so one edited source means none of them is used). Otherwise, when nothing was built
-(no C compiler) or with ``FUNNEL_ACCEL=off``, the same modules run as Python — the same answers
-(a test replays simulated traffic both ways and compares every lead byte for byte), slower.
+when the packages' sources are still the ones built from (compiled modules call each other
+directly and rely on the types of what they import, so one edited source means none of them is
+used). Otherwise, when nothing was built (no C compiler) or with ``FUNNEL_ACCEL=off``, the same
+modules run as Python — the same answers (a test runs simulated traffic both ways and compares
+every record written), slower.
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def source(module: str, root: Path = ROOT) -> Path:
     return root.joinpath(*module.split(".")).with_suffix(".py")
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sources_digest(root: Path = ROOT) -> str:
+    """SHA-256 of every Python source of ``PACKAGES`` under ``root``, with its path."""
+    h = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def usable(where: Path, root: Path = ROOT) -> dict[str, Path] | None:
@@ -56,9 +64,7 @@ def usable(where: Path, root: Path = ROOT) -> dict[str, Path] | None:
         manifest = json.loads((where / MANIFEST).read_text("utf-8"))
         if manifest.get("ext_suffix") != sysconfig.get_config_var("EXT_SUFFIX"):
             return None
-        hashes = manifest["sources"]
-        if set(hashes) != set(COMPILED) or any(digest(source(m, root)) != hashes[m]
-                                               for m in COMPILED):
+        if manifest["modules"] != list(COMPILED) or manifest["sources"] != sources_digest(root):
             return None
         files = {name: where / file for name, file in manifest["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -117,6 +123,7 @@ def build(where: Path | None = None, root: Path = ROOT) -> Path:
     """Compile ``COMPILED`` with mypyc into ``where`` (a copy of the sources is compiled in a
     temporary directory: nothing is written beside the sources)."""
     where = where or accel_dir()
+    built_from = sources_digest(root)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for package in PACKAGES:
@@ -131,7 +138,8 @@ def build(where: Path | None = None, root: Path = ROOT) -> Path:
                               stderr=subprocess.STDOUT, env={**env, "MYPY_CACHE_DIR": tmp + "/c"})
         if done.returncode:
             said = [line for line in done.stdout.splitlines() if "error" in line.lower()]
-            raise OSError("mypyc failed: " + " | ".join(said[-5:] or done.stdout.splitlines()[-5:]))
+            raise OSError("mypyc failed: "
+                          + " | ".join(said[-5:] or done.stdout.splitlines()[-5:]))
         suffix = sysconfig.get_config_var("EXT_SUFFIX")
         files = {m: source(m, Path(".")).with_suffix(suffix) for m in COMPILED}
         files.update({p.name.removesuffix(suffix): p.relative_to(work)
@@ -141,8 +149,8 @@ def build(where: Path | None = None, root: Path = ROOT) -> Path:
             (where / file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / file, where / file)
     (where / MANIFEST).write_text(json.dumps({
-        "ext_suffix": suffix, "mypyc": mypyc_version(),
-        "sources": {m: digest(source(m, root)) for m in COMPILED},
+        "ext_suffix": suffix, "mypyc": mypyc_version(), "modules": list(COMPILED),
+        "sources": built_from,
         "files": {name: str(file) for name, file in files.items()}}, indent=1), "utf-8")
     return where
 

@@ -50,20 +50,22 @@ def test_the_compiled_core_releases_what_it_allocates():
 
 @pytest.fixture
 def build(tmp_path: Path) -> tuple[Path, Path]:
-    """A copy of the compiled modules' sources and a build of them (its files stand-ins)."""
+    """A copy of the packages' sources and a build of them (its files stand-ins)."""
     root, where = tmp_path / "src", tmp_path / "build"
+    for package in accel.PACKAGES:
+        for path in (accel.ROOT / package).rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                copy = root / path.relative_to(accel.ROOT)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(path.read_bytes())
     files = {}
     for module in accel.COMPILED:
-        src = accel.source(module, root)
-        src.parent.mkdir(parents=True, exist_ok=True)
-        src.write_bytes(accel.source(module).read_bytes())
         files[module] = f"{module.replace('.', '/')}.so"
         (where / files[module]).parent.mkdir(parents=True, exist_ok=True)
         (where / files[module]).write_bytes(b"")
     (where / accel.MANIFEST).write_text(json.dumps({
-        "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
-        "sources": {m: accel.digest(accel.source(m, root)) for m in accel.COMPILED},
-        "files": files}))
+        "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"), "modules": list(accel.COMPILED),
+        "sources": accel.sources_digest(root), "files": files}))
     return root, where
 
 
@@ -74,11 +76,20 @@ def test_a_build_is_used_for_the_sources_it_was_built_from(build):
     assert files["funnel.decide"] == where / "funnel/decide.so"
 
 
-def test_a_build_is_not_used_once_a_source_changed(build):
+@pytest.mark.parametrize("module", ["schemas/wire.py", "funnel/model.py", "streams/settings.py"])
+def test_a_build_is_not_used_once_a_source_changed(build, module):
+    """A compiled module's own source, or one whose types they rely on (the lead's fields, the
+    settings): all or none."""
     root, where = build
-    path = accel.source("schemas.wire", root)
+    path = root / module
     path.write_text(path.read_text() + "\n# edited\n")
-    assert accel.usable(where, root) is None   # all or none: not even the unchanged ones
+    assert accel.usable(where, root) is None
+
+
+def test_a_new_source_file_counts_too(build):
+    root, where = build
+    (root / "funnel" / "extra.py").write_text("X = 1\n")
+    assert accel.usable(where, root) is None
 
 
 @pytest.mark.parametrize("spoil", ["another interpreter", "a file missing", "no manifest",
@@ -91,7 +102,7 @@ def test_a_build_that_does_not_fit_is_not_used(build, spoil):
     elif spoil == "a file missing":
         (where / "funnel/merge.so").unlink()
     elif spoil == "a module missing":
-        del manifest["sources"]["funnel.merge"]
+        manifest["modules"].remove("funnel.merge")
     if spoil == "no manifest":
         (where / accel.MANIFEST).unlink()
     elif spoil == "a broken manifest":
