@@ -1,6 +1,6 @@
 """Wire contracts (pydantic v2): what travels on each topic. See CONTRACT.md."""
 
-import funnel  # noqa: F401  (first: the compiled core's finder, ``funnel.accel``, covers schemas too)
+import funnel  # noqa: F401  (first: the compiled modules' finder, ``funnel.accel``)
 
 from schemas.commands import SalesCommand, parse_command
 from schemas.events import InteractionEvent, InvalidMessage, parse_event

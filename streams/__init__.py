@@ -1,3 +1,3 @@
 """Wiring and I/O: the Faust app, Kafka topics, the PostgreSQL projection, the embedded stack, the CLI."""
 
-import funnel  # noqa: E402,F401  (first: the compiled modules' finder, ``funnel.accel``)
+import funnel  # noqa: F401  (first: the compiled modules' finder, ``funnel.accel``)

@@ -116,7 +116,8 @@ def bench_core(leads: int = 3000) -> None:
     compiled, python = max(rates["on"]), max(rates["off"])
     print(f"core compiled (mypyc, funnel.accel) {compiled:,.0f} events/s, as Python "
           f"{python:,.0f}: {compiled / python:.2f}× (the fastest of 5 runs for each 500 events, "
-          f"summed; each twice, in turn; the figures above: this process's core {accel.describe().removeprefix('runs ')})")
+          f"summed; each twice, in turn; the figures above: this process's core "
+          f"{accel.describe().removeprefix('runs ')})")
 
 
 def bench_collector(clients: int = 8, batches: int = 150, batch_size: int = 100) -> None:

@@ -71,9 +71,9 @@ def main() -> None:
 
 def leak() -> None:
     """The bytes still allocated after a third replay of simulated traffic through the core and
-    the worker's pipeline that were not after the first (all of it dropped each time): a reference the compiled code
-    forgets to release shows as growth (mypyc before 1.20 leaked each ``bytes + bytes``: ~2.6 KB
-    an event, the history line)."""
+    the worker's pipeline that were not after the first (all of it dropped each time): a
+    reference the compiled code forgets to release shows as growth (mypy 1.13's mypyc leaked
+    each ``bytes + bytes``: ~2.6 KB an event, the history line)."""
     import gc
     import tracemalloc
 
