@@ -117,15 +117,9 @@ class Lead(BaseModel):
     def known(self) -> bool:
         return bool(self.traits.get("email"))
 
-    def fresh_signals(self) -> set[str]:
-        """Signals seen since the lead was last recycled (all of them if never recycled)."""
-        since = self.recycled_at
-        if since is None:
-            return set(self.signals)
-        return {s for s, at in self.signals.items() if at > since}
-
     def has_fresh_signal(self, wanted: list[str]) -> bool:
-        """Whether one of ``wanted`` is among :meth:`fresh_signals` (without building them)."""
+        """Whether one of ``wanted`` was seen since the lead was last recycled (ever, if never
+        recycled)."""
         signals, since = self.signals, self.recycled_at
         if since is None:
             return any(s in signals for s in wanted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from funnel.config import ScoringModel
-from funnel.lifecycle import AUTOMATIC, Lifecycle, lifecycle_for
+from funnel.lifecycle import AUTOMATIC, lifecycle_for
 from funnel.model import TRANSITIONS_KEPT, Lead
 from schemas.lead import TransitionRecord
 
@@ -16,13 +16,12 @@ LAST_ENTRY = {"recycled": "recycled_at", "disqualified": "disqualified_at"}
 
 def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRecord],
          model: ScoringModel, signals: set[str] | None = None, *, actor: str | None = None,
-         reason: str | None = None, lifecycle: Lifecycle | None = None) -> bool:
+         reason: str | None = None) -> bool:
     """Fire ``trigger``; on a stage change, a new version and a ``TransitionRecord`` appended to
     ``transitions``. False when the trigger's guard does not hold. Raises
-    ``funnel.lifecycle.Refused`` for a trigger the stage does not allow. ``lifecycle``: the
-    model's (``lifecycle_for``), when the caller has it."""
+    ``funnel.lifecycle.Refused`` for a trigger the stage does not allow."""
     before = lead.stage
-    dest = (lifecycle or lifecycle_for(model)).fire(lead, trigger, signals)
+    dest = lifecycle_for(model).fire(lead, trigger, signals)
     if dest is None:
         return False
     if dest == before:
@@ -47,11 +46,10 @@ def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRec
 def advance(lead: Lead, at: datetime, transitions: list[TransitionRecord], model: ScoringModel,
             signals: set[str]) -> None:
     """Take every automatic move whose guard holds, until none does."""
-    lifecycle = lifecycle_for(model)
-    automatic = lifecycle.automatic
+    automatic = lifecycle_for(model).automatic
     for _ in range(len(AUTOMATIC) + 1):
         for trigger in automatic[lead.stage]:
-            if move(lead, trigger, at, transitions, model, signals, lifecycle=lifecycle):
+            if move(lead, trigger, at, transitions, model, signals):
                 break
         else:
             return
