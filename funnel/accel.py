@@ -57,17 +57,30 @@ def sources_digest(root: Path = ROOT) -> str:
     return h.hexdigest()
 
 
+def switched_off() -> bool:
+    return os.environ.get("FUNNEL_ACCEL", "on").lower() in ("off", "0", "no")
+
+
+def manifest_of(where: Path) -> dict:
+    """The build's manifest; empty when there is none (or it is not one)."""
+    try:
+        manifest = json.loads((where / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def usable(where: Path, root: Path = ROOT) -> dict[str, Path] | None:
     """Module name → compiled file, when the build in ``where`` matches this interpreter and
     every source in ``root`` as it is now; else None (and the sources are imported)."""
+    manifest = manifest_of(where)
     try:
-        manifest = json.loads((where / MANIFEST).read_text("utf-8"))
         if manifest.get("ext_suffix") != sysconfig.get_config_var("EXT_SUFFIX"):
             return None
         if manifest["modules"] != list(COMPILED) or manifest["sources"] != sources_digest(root):
             return None
         files = {name: where / file for name, file in manifest["files"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, KeyError, TypeError, AttributeError):
         return None
     return files if all(f.is_file() for f in files.values()) else None
 
@@ -92,8 +105,7 @@ _installed: list[_Finder] = []
 def install() -> bool:
     """Use the compiled core if it is usable (idempotent). Whether it is in use."""
     if not _installed:
-        files = None if os.environ.get("FUNNEL_ACCEL", "on").lower() in ("off", "0", "no") \
-            else usable(accel_dir())
+        files = None if switched_off() else usable(accel_dir())
         finder = _Finder(files or {})
         _installed.append(finder)
         if files:
@@ -112,7 +124,7 @@ def describe() -> str:
     """How the core runs, and why when not compiled."""
     if active():
         return "runs compiled (mypyc)"
-    if os.environ.get("FUNNEL_ACCEL", "on").lower() in ("off", "0", "no"):
+    if switched_off():
         return "runs as Python (FUNNEL_ACCEL=off)"
     if not (accel_dir() / MANIFEST).is_file():
         return "runs as Python (not compiled: make accel)"
@@ -169,11 +181,7 @@ def main() -> None:
     then runs as Python)."""
     if sys.argv[1:] != ["build"]:
         sys.exit("usage: python -c 'import funnel.accel as a; a.main()' build")
-    try:
-        built_by = json.loads((accel_dir() / MANIFEST).read_text("utf-8")).get("mypyc")
-    except (OSError, ValueError, AttributeError):
-        built_by = None
-    if usable(accel_dir()) and built_by == mypyc_version():
+    if usable(accel_dir()) and manifest_of(accel_dir()).get("mypyc") == mypyc_version():
         (accel_dir() / MANIFEST).touch()   # for make: up to date
         print(f"compiled core up to date in {accel_dir()}")
         return
