@@ -49,15 +49,16 @@ def timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def core_traffic(leads: int) -> tuple[list[bytes], Callable[[], dict]]:
-    """The simulated events of ``leads`` leads as bytes, and their replay (parse + process)."""
+def core_traffic(leads: int) -> tuple[list[bytes], Callable[..., dict]]:
+    """The simulated events of ``leads`` leads as bytes, and their replay (parse + process):
+    ``replay(events=all of them, state=a new one)`` returns the state."""
     model = load_model()
     traffic = generate(leads, 30, seed=1)
     raws = [orjson.dumps(m) for _, m in traffic.events]
 
-    def replay() -> dict:
-        state: dict = {}
-        for raw in raws:
+    def replay(events: list[bytes] = raws, state: dict | None = None) -> dict:
+        state = {} if state is None else state
+        for raw in events:
             e = parse_event(raw)
             lead = state.get(e.lead_key) or new_lead(e.lead_key, model)
             state[e.lead_key], _ = process(lead, e, model)
@@ -69,8 +70,7 @@ def core_rate(leads: int = 3000, runs: int = 5, chunk: int = 500) -> float:
     """Events/s of the core's replay with the worker's garbage collector settings: each run
     timed ``chunk`` events at a time, and the fastest time of each chunk over ``runs`` runs
     summed (a noisy neighbour's pause spoils a chunk of one run, not the figure)."""
-    model = load_model()
-    raws = [orjson.dumps(m) for _, m in generate(leads, 30, seed=1).events]
+    raws, replay = core_traffic(leads)
     chunks = [raws[i:i + chunk] for i in range(0, len(raws), chunk)]
     best = [float("inf")] * len(chunks)
     with worker_gc():
@@ -78,10 +78,7 @@ def core_rate(leads: int = 3000, runs: int = 5, chunk: int = 500) -> float:
             state: dict = {}
             for i, part in enumerate(chunks):
                 start = time.perf_counter()
-                for raw in part:
-                    e = parse_event(raw)
-                    lead = state.get(e.lead_key) or new_lead(e.lead_key, model)
-                    state[e.lead_key], _ = process(lead, e, model)
+                replay(part, state)
                 if run:
                     best[i] = min(best[i], time.perf_counter() - start)
     return len(raws) / sum(best)
