@@ -9,6 +9,7 @@ from typing import Any
 
 from transitions import Machine
 
+from funnel import guards
 from funnel.config import ScoringModel, per_model
 from funnel.model import Lead
 from schemas.lead import STAGES as ALL_STAGES
@@ -53,33 +54,18 @@ class _Cursor:
     state: str = "iql"
     signals: set[str] = field(default_factory=set)
 
-    # guards, named after the business rules
+    # guards, named after the business rules (``funnel.guards``: compiled with the core)
     def meets_mql_threshold(self) -> bool:
         assert self.lead is not None
-        lead, mql = self.lead, self.rules.lifecycle.mql
-        # a recycled lead earns its MQL again: only points since it was recycled count
-        interest = lead.interest_raw if lead.recycled_at is None \
-            else lead.points_since(lead.recycled_at)
-        if interest >= mql.min_interest and lead.fit_score >= mql.min_fit:
-            return True
-        # a known person who showed high intent (since the last recycling), even before we
-        # knew who it was: identifying after a download qualifies
-        return lead.known and lead.has_fresh_signal(mql.or_signals)
+        return guards.meets_mql_threshold(self.lead, self.rules)
 
     def meets_sql_threshold(self) -> bool:
         assert self.lead is not None
-        sql = self.rules.lifecycle.sql
-        return (self.lead.temperature in sql.temperatures
-                and self.lead.quality in sql.qualities
-                and self.lead.has_fresh_signal(sql.signals))
+        return guards.meets_sql_threshold(self.lead, self.rules)
 
     def passes_second_filter(self) -> bool:
         assert self.lead is not None
-        second = self.rules.lifecycle.second_filter
-        if second.signals and self.lead.has_fresh_signal(second.signals):
-            return True
-        traits = self.lead.traits
-        return bool(second.traits) and all(traits.get(t) not in (None, "") for t in second.traits)
+        return guards.passes_second_filter(self.lead, self.rules)
 
     def policy_is_auto(self) -> bool:
         return self.rules.lifecycle.policy == "auto"

@@ -117,17 +117,6 @@ class Lead(BaseModel):
     def known(self) -> bool:
         return bool(self.traits.get("email"))
 
-    def has_fresh_signal(self, wanted: list[str]) -> bool:
-        """Whether one of ``wanted`` was seen since the lead was last recycled (ever, if never
-        recycled)."""
-        signals, since = self.signals, self.recycled_at
-        if since is None:
-            return any(s in signals for s in wanted)
-        return any(s in signals and signals[s] > since for s in wanted)
-
-    def points_since(self, since: datetime | None) -> float:
-        return sum(r.points for r in self.contributions if since is None or (r.at and r.at > since))
-
     def top_reasons(self) -> list[Reason]:
         interest = sorted(self.contributions, key=lambda r: -abs(r.points))[:TOP_REASONS]
         return interest + self.fit_reasons[:TOP_REASONS]

@@ -84,3 +84,17 @@ def test_a_lead_copy_is_apart_from_its_original_and_dumps_what_was_set():
     assert (copy.version, copy.stage, updated.interest_raw) == (3, "mql", 7.5)
     assert '"stage":"mql"' in copy.model_dump_json(exclude_defaults=True)
     assert decode(encode(copy)) == copy and decode(encode(updated)) == updated
+
+
+def test_a_reason_the_core_builds_is_the_reason_pydantic_validates():
+    """The core builds each scoring rule's ``Reason`` without validating it again: the same
+    value, fields set, JSON and equality as ``Reason(...)``."""
+    from funnel.decide import _reason
+
+    t0 = datetime(2026, 1, 1, 10, 0, 0, 500, tzinfo=timezone.utc)
+    built, validated = _reason("demo", 25.0, t0), Reason(rule="demo", points=25.0, at=t0)
+    assert built == validated and built.__dict__ == validated.__dict__
+    assert built.model_fields_set == validated.model_fields_set
+    assert built.model_dump_json() == validated.model_dump_json()
+    assert built.model_dump_json(exclude_defaults=True) == \
+        validated.model_dump_json(exclude_defaults=True)
