@@ -7,16 +7,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, model_validator)
 
+from schemas.event_values import event_values
 from schemas.limits import LimitExceeded, check_amount, check_limits
-from schemas.wire import MAX_EVENT_BYTES, InvalidMessage, decode_object, describe, utc
+from schemas.wire import (MAX_EVENT_BYTES, InvalidMessage, decode_object, describe, empty_if_none,
+                         id_text, utc)
 
 __all__ = ["MAX_EVENT_BYTES", "InteractionEvent", "InvalidMessage", "parse_event", "validate_event"]
 
 EventType = Literal["page", "track", "identify", "alias", "screen", "group"]
+# validated by the compiled functions of ``schemas.wire``: numbers become text, "" none
+Id = Annotated[str | None, BeforeValidator(id_text)]
+Object = Annotated[dict[str, Any], BeforeValidator(empty_if_none)]   # null: an empty object
 
 
 class InteractionEvent(BaseModel):
@@ -26,34 +32,15 @@ class InteractionEvent(BaseModel):
 
     messageId: str = Field(min_length=1, max_length=256)
     type: EventType
-    timestamp: datetime
-    userId: str | None = Field(None, max_length=256)
-    anonymousId: str | None = Field(None, max_length=256)
+    timestamp: Annotated[datetime, AfterValidator(utc)]   # in UTC
+    userId: Id = Field(None, max_length=256)
+    anonymousId: Id = Field(None, max_length=256)
     event: str | None = Field(None, max_length=256)
     name: str | None = Field(None, max_length=256)
-    previousId: str | None = Field(None, max_length=256)
-    properties: dict[str, Any] = Field(default_factory=dict)
-    traits: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("userId", "anonymousId", "previousId", mode="before")
-    @classmethod
-    def _id_to_str(cls, v: Any) -> Any:
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return str(v)
-        if v == "":
-            return None
-        return v
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        return utc(v)
-
-    @field_validator("properties", "traits", "context", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: Any) -> Any:
-        return {} if v is None else v
+    previousId: Id = Field(None, max_length=256)
+    properties: Object = Field(default_factory=dict)
+    traits: Object = Field(default_factory=dict)
+    context: Object = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _shape(self) -> "InteractionEvent":
@@ -92,12 +79,14 @@ class InteractionEvent(BaseModel):
 def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> InteractionEvent:
     """Validate the bytes of one ``funnel.events`` message, or raise :class:`InvalidMessage`."""
     data = decode_object(raw, max_bytes)
-    return validate_event(data)
+    return validate_event(data, owned=True)
 
 
-def validate_event(data: dict[str, Any]) -> InteractionEvent:
+def validate_event(data: dict[str, Any], owned: bool = False) -> InteractionEvent:
     """A decoded message as an :class:`InteractionEvent`, or :class:`InvalidMessage`: the input
-    limits (``limit_exceeded``, naming the limit) first, then the Segment Spec shape."""
+    limits (``limit_exceeded``, naming the limit) first, then the Segment Spec shape. ``owned``:
+    nothing else holds ``data`` (just decoded), so a common message's values are set directly
+    (``schemas.event_values``) and its objects become the event's."""
     try:
         check_limits(data)
         properties = data.get("properties")
@@ -105,8 +94,23 @@ def validate_event(data: dict[str, Any]) -> InteractionEvent:
             check_amount(properties.get("revenue"), "properties.revenue")
     except LimitExceeded as exc:
         raise InvalidMessage("limit_exceeded", str(exc)) from None
+    if owned:
+        checked = event_values(data)
+        if checked is not None:
+            return _event(*checked, set(data))
     try:
         return InteractionEvent.model_validate(data)
     except ValidationError as exc:
         raise InvalidMessage("invalid_event", describe(exc)) from None
+
+
+def _event(values: dict[str, Any], extra: dict[str, Any], given: set[str]) -> InteractionEvent:
+    """The event with ``values`` set as pydantic's validation sets them (``given``: the fields
+    the message carried, its ``model_fields_set``)."""
+    event = InteractionEvent.__new__(InteractionEvent)
+    object.__setattr__(event, "__dict__", values)
+    object.__setattr__(event, "__pydantic_fields_set__", given)
+    object.__setattr__(event, "__pydantic_extra__", extra)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
 

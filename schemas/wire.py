@@ -40,6 +40,24 @@ def decode_object(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> dict[s
     return data
 
 
+# field validators of the input models, here to be compiled with the core (``funnel.accel``):
+# pydantic calls a compiled function without a Python frame (a classmethod validator cost one
+# per field per message)
+
+def id_text(value: Any) -> Any:
+    """An id as text: a number (some trackers send numeric ids) becomes a string, ``""`` None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if value == "":
+        return None
+    return value
+
+
+def empty_if_none(value: Any) -> Any:
+    """``null`` for an object means an empty one."""
+    return {} if value is None else value
+
+
 def utc(value: datetime) -> datetime:
     """``value`` in UTC (naive means UTC), or ValueError when it is not a plausible event time."""
     t = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
