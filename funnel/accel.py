@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 COMPILED = ("funnel.scoring", "funnel.decide", "funnel.moves", "funnel.timers", "funnel.guards",
+            "funnel.copies",
             "funnel.history", "funnel.merge", "funnel.lead_json", "schemas.limits",
             "schemas.wire", "schemas.event_values",
             # the worker's Faust-free pipeline: route, decide, emit, keep

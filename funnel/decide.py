@@ -13,6 +13,7 @@ import orjson
 
 from funnel import scoring
 from funnel.config import ScoringModel, per_model
+from funnel.copies import copied
 from funnel.history import History, Item, Message, compact, message_time, remember, revive
 from funnel.lifecycle import Refused
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, ORDERS_KEPT, SEEN_WINDOW,
@@ -55,7 +56,7 @@ def process(lead: Lead, message: Message, model: ScoringModel) -> tuple[Lead, li
     msg_id = message.messageId if isinstance(message, InteractionEvent) else message.command_id
     if msg_id in lead.seen_ids:
         return lead, []
-    lead = lead.__copy__()   # what ``model_copy()`` calls, without its Python steps around it
+    lead = copied(lead)   # ``model_copy()``, without its Python steps
     lead.seen_ids = [*lead.seen_ids[-(SEEN_WINDOW - 1):], msg_id]
     remember(lead, compact(message))
     return lead, _apply(lead, message, model)
@@ -83,7 +84,7 @@ def rescore(start: Lead, items: list[Item], model: ScoringModel,
                 pass
         return lead
     events = cast(list[InteractionEvent], messages)
-    lead = start.__copy__()
+    lead = copied(start)
     seen = list(lead.seen_ids)
     last = {msg_id: i for i, msg_id in enumerate(seen)}   # where each id was seen last
     kept: list[Item] = []

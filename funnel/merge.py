@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from funnel.config import ScoringModel
+from funnel.copies import copied
 from funnel.decide import new_lead, rescore
 from funnel.history import HISTORY_KEPT, Item, compact, item_id, message_time, revive
 from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
@@ -72,7 +73,7 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
     new_items = [i for i in items if item_id(i) not in seen]
     if not new_items and (from_id is None or from_id in lead.merged_from):
         return lead, []   # nothing new: the same merge again changes nothing
-    merged = lead.model_copy()
+    merged: Lead = copied(lead)
     if from_id and from_id not in merged.merged_from:
         merged.merged_from = [*merged.merged_from, from_id]
     if from_id and from_id not in merged.aliases:

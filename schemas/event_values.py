@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.wire import utc
 
+T = TypeVar("T")
 TYPES = frozenset({"page", "track", "identify", "alias", "screen", "group"})
 IDS = ("userId", "anonymousId", "previousId")
 TEXTS = ("event", "name")
@@ -26,10 +27,24 @@ MAX_TEXT = 256
 ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
 
 
+def built(model: type[T], data: dict[str, Any]) -> T | None:
+    """The ``InteractionEvent`` (``model``) that pydantic's validation of ``data`` gives, its
+    values set as that validation sets them, or None: pydantic must decide. ``data`` is the
+    decoded message, which the event then owns (its objects are not copied)."""
+    checked = event_values(data)
+    if checked is None:
+        return None
+    event = model.__new__(model)
+    object.__setattr__(event, "__dict__", checked[0])
+    object.__setattr__(event, "__pydantic_fields_set__", set(data))
+    object.__setattr__(event, "__pydantic_extra__", checked[1])
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
+
+
 def event_values(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(the event's field values in the model's order, the fields the Spec does not define) as
-    ``InteractionEvent``'s validation would set them, or None: pydantic must decide. ``data``
-    is the decoded message, which the event then owns (its objects are not copied)."""
+    ``InteractionEvent``'s validation would set them, or None: pydantic must decide."""
     message_id = data.get("messageId")
     kind = data.get("type")
     stamp = data.get("timestamp")

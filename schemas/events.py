@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, model_validator)
 
-from schemas.event_values import event_values
+from schemas.event_values import built
 from schemas.limits import LimitExceeded, check_amount, check_limits
 from schemas.wire import (MAX_EVENT_BYTES, InvalidMessage, decode_object, describe, empty_if_none,
                          id_text, utc)
@@ -95,22 +95,11 @@ def validate_event(data: dict[str, Any], owned: bool = False) -> InteractionEven
     except LimitExceeded as exc:
         raise InvalidMessage("limit_exceeded", str(exc)) from None
     if owned:
-        checked = event_values(data)
-        if checked is not None:
-            return _event(*checked, set(data))
+        event = built(InteractionEvent, data)
+        if event is not None:
+            return event
     try:
         return InteractionEvent.model_validate(data)
     except ValidationError as exc:
         raise InvalidMessage("invalid_event", describe(exc)) from None
-
-
-def _event(values: dict[str, Any], extra: dict[str, Any], given: set[str]) -> InteractionEvent:
-    """The event with ``values`` set as pydantic's validation sets them (``given``: the fields
-    the message carried, its ``model_fields_set``)."""
-    event = InteractionEvent.__new__(InteractionEvent)
-    object.__setattr__(event, "__dict__", values)
-    object.__setattr__(event, "__pydantic_fields_set__", given)
-    object.__setattr__(event, "__pydantic_extra__", extra)
-    object.__setattr__(event, "__pydantic_private__", None)
-    return event
 
