@@ -194,8 +194,8 @@ def _on_event(lead: Lead, event: InteractionEvent, model: ScoringModel, stages: 
     if not stages:
         return transitions
     if fired & model.lifecycle.customer_set and lead.stage != "customer":
-        move(lead, "purchase", at, transitions, model, fired, reason=event.event)
-    advance(lead, at, transitions, model, fired)
+        move(lead, "purchase", at, transitions, model, reason=event.event)
+    advance(lead, at, transitions, model)
     return transitions
 
 
@@ -254,7 +254,7 @@ def _on_command(lead: Lead, command: SalesCommand, model: ScoringModel
         raise CommandRefused(command, f"'{command.action}' is not allowed from stage "
                                       f"'{lead.stage}' under the '{model.lifecycle.policy}' policy")
     if lead.stage == "sal":   # two_step: the second filter may already pass
-        advance(lead, at, transitions, model, set())
+        advance(lead, at, transitions, model)
     return transitions
 
 

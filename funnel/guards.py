@@ -1,6 +1,6 @@
-"""The lifecycle's guards, named after the business rules of the model: plain functions of a
-lead, compiled with the core (``funnel.accel``). The lifecycle's cursor, a ``transitions`` model
-that stays a Python class (the library adds attributes to it), calls them."""
+"""The lifecycle's guards, named after the business rules of the model: functions of a lead and
+the model, compiled with the core (``funnel.accel``). The lifecycle's Machine names them as its
+conditions (``funnel.lifecycle.TRANSITIONS``); ``funnel.moves.fire`` calls them."""
 
 from __future__ import annotations
 
@@ -50,3 +50,11 @@ def passes_second_filter(lead: Lead, rules: ScoringModel) -> bool:
         return True
     traits = lead.traits
     return bool(second.traits) and all(traits.get(t) not in (None, "") for t in second.traits)
+
+
+def policy_is_auto(lead: Lead, rules: ScoringModel) -> bool:
+    return rules.lifecycle.policy == "auto"
+
+
+def policy_is_two_step(lead: Lead, rules: ScoringModel) -> bool:
+    return rules.lifecycle.policy == "two_step"

@@ -1,10 +1,10 @@
 """The funnel lifecycle, defined as data: one shared ``transitions`` Machine, guards named after
-the business rules of the model. The lead being processed is put on a cursor, never on globals.
+the business rules of the model (``funnel.guards``), evaluated on the lead being processed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from transitions import Machine
@@ -13,6 +13,8 @@ from funnel import guards
 from funnel.config import ScoringModel, per_model
 from funnel.model import Lead
 from schemas.lead import STAGES as ALL_STAGES
+
+Guard = Callable[[Lead, ScoringModel], bool]
 
 STAGES = list(ALL_STAGES)
 BEFORE_CUSTOMER = ["iql", "mql", "sal", "sql", "recycled"]
@@ -45,35 +47,6 @@ AUTOMATIC = ("qualify_marketing", "qualify_sales", "pass_second_filter")
 COMMANDS = ("create", "accept", "reject", "disqualify", "won", "lost", "reopen")
 
 
-@dataclass
-class _Cursor:
-    """The machine's model: the lead under evaluation and the guards over it."""
-
-    rules: ScoringModel
-    lead: Lead | None = None
-    state: str = "iql"
-    signals: set[str] = field(default_factory=set)
-
-    # guards, named after the business rules (``funnel.guards``: compiled with the core)
-    def meets_mql_threshold(self) -> bool:
-        assert self.lead is not None
-        return guards.meets_mql_threshold(self.lead, self.rules)
-
-    def meets_sql_threshold(self) -> bool:
-        assert self.lead is not None
-        return guards.meets_sql_threshold(self.lead, self.rules)
-
-    def passes_second_filter(self) -> bool:
-        assert self.lead is not None
-        return guards.passes_second_filter(self.lead, self.rules)
-
-    def policy_is_auto(self) -> bool:
-        return self.rules.lifecycle.policy == "auto"
-
-    def policy_is_two_step(self) -> bool:
-        return self.rules.lifecycle.policy == "two_step"
-
-
 class Refused(Exception):
     """A move the lead's stage (or the policy) does not allow."""
 
@@ -82,22 +55,24 @@ class Lifecycle:
     """One Machine per model, shared by every lead.
 
     The Machine is the definition: its moves are read off it once (each trigger's transitions
-    out of each stage, with their guards) and evaluated on the cursor directly, in the Machine's
-    order and with its meaning (the first transition whose guards hold is taken; ``dest`` None
-    is an internal move). Firing the library's own trigger per move (event data, callbacks,
-    state objects) cost a third of the core's time, for the same answer."""
+    out of each stage, with their guards) and evaluated by ``funnel.moves.fire`` on the lead
+    directly, in the Machine's order and with its meaning (the first transition whose guards
+    hold is taken; ``dest`` None is an internal move). Firing the library's own trigger per move
+    (event data, callbacks, state objects) cost a third of the core's time, for the same
+    answer; the guards are compiled functions of the lead and the model (``funnel.guards``)."""
 
     def __init__(self, rules: ScoringModel) -> None:
-        self.cursor = _Cursor(rules)
+        self.rules = rules
         self.machine = Machine(model=None, states=STAGES, transitions=TRANSITIONS,
                                initial="iql", auto_transitions=False, send_event=False)
-        self.machine.add_model(self.cursor)
         self._allowed = {stage: self.machine.get_triggers(stage) for stage in STAGES}
         # the automatic triggers that have a move out of each stage, in ``AUTOMATIC``'s order
         self.automatic = {stage: tuple(t for t in AUTOMATIC if t in self._allowed[stage])
                           for stage in STAGES}
-        self._moves: dict[tuple[str, str], list[tuple[str | None, list[tuple[Any, bool]]]]] = {
-            (trigger, stage): [(t.dest, [(getattr(self.cursor, str(c.func)), bool(c.target))
+        # each trigger's moves out of each stage: (dest, [(guard, what it must say)]), the
+        # guards being ``funnel.guards``'s functions of the same names (``funnel.moves.fire``)
+        self.moves: dict[tuple[str, str], list[tuple[str | None, list[tuple[Guard, bool]]]]] = {
+            (trigger, stage): [(t.dest, [(getattr(guards, str(c.func)), bool(c.target))
                                          for c in t.conditions]) for t in moves]
             for trigger, event in self.machine.events.items()
             for stage, moves in event.transitions.items()}
@@ -105,25 +80,6 @@ class Lifecycle:
     def allowed(self, stage: str) -> list[str]:
         """The triggers that have a move out of ``stage`` (guards not evaluated)."""
         return self._allowed[stage]
-
-    def fire(self, lead: Lead, trigger: str, signals: set[str] | None = None) -> str | None:
-        """Try ``trigger`` on ``lead``; the new stage, or None when a guard says no.
-        Raises :class:`Refused` when the stage has no such move at all."""
-        moves = self._moves.get((trigger, lead.stage))
-        if moves is None:
-            raise Refused(f"'{trigger}' is not allowed from stage '{lead.stage}'")
-        cursor = self.cursor
-        cursor.lead, cursor.signals = lead, signals or set()
-        try:
-            for dest, guards in moves:
-                for guard, target in guards:
-                    if bool(guard()) != target:
-                        break
-                else:
-                    return lead.stage if dest is None else dest
-            return None
-        finally:
-            cursor.lead = None
 
 
 _LIFECYCLES: dict[int, tuple[ScoringModel, Lifecycle]] = {}

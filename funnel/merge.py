@@ -100,5 +100,5 @@ def merge(lead: Lead, items: list[Item], from_id: str | None, at: datetime, mode
         merged.seen_ids = list(dict.fromkeys([*lead.seen_ids, *replayed.seen_ids]))[-SEEN_WINDOW:]
         merged.model_name, merged.model_version = model.name, model.version
     merged.version = max(merged.version, lead.version) + 1
-    advance(merged, at, transitions, model, set())
+    advance(merged, at, transitions, model)
     return merged, transitions

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from funnel.config import ScoringModel
-from funnel.lifecycle import AUTOMATIC, lifecycle_for
+from funnel.lifecycle import AUTOMATIC, Lifecycle, Refused, lifecycle_for
 from funnel.model import TRANSITIONS_KEPT, Lead
 from schemas.lead import TransitionRecord
 
@@ -15,13 +15,13 @@ LAST_ENTRY = {"recycled": "recycled_at", "disqualified": "disqualified_at"}
 
 
 def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRecord],
-         model: ScoringModel, signals: set[str] | None = None, *, actor: str | None = None,
+         model: ScoringModel, *, actor: str | None = None,
          reason: str | None = None) -> bool:
     """Fire ``trigger``; on a stage change, a new version and a ``TransitionRecord`` appended to
     ``transitions``. False when the trigger's guard does not hold. Raises
     ``funnel.lifecycle.Refused`` for a trigger the stage does not allow."""
     before = lead.stage
-    dest = lifecycle_for(model).fire(lead, trigger, signals)
+    dest = fire(lifecycle_for(model), lead, trigger, model)
     if dest is None:
         return False
     if dest == before:
@@ -43,13 +43,28 @@ def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRec
     return True
 
 
-def advance(lead: Lead, at: datetime, transitions: list[TransitionRecord], model: ScoringModel,
-            signals: set[str]) -> None:
+def fire(lifecycle: Lifecycle, lead: Lead, trigger: str, model: ScoringModel) -> str | None:
+    """Try ``trigger`` on ``lead``: the new stage, or None when a guard says no. Raises
+    :class:`Refused` when the stage has no such move at all."""
+    moves = lifecycle.moves.get((trigger, lead.stage))
+    if moves is None:
+        raise Refused(f"'{trigger}' is not allowed from stage '{lead.stage}'")
+    for dest, guards in moves:
+        for guard, target in guards:
+            if bool(guard(lead, model)) != target:
+                break
+        else:
+            return lead.stage if dest is None else dest
+    return None
+
+
+def advance(lead: Lead, at: datetime, transitions: list[TransitionRecord], model: ScoringModel
+            ) -> None:
     """Take every automatic move whose guard holds, until none does."""
     automatic = lifecycle_for(model).automatic
     for _ in range(len(AUTOMATIC) + 1):
         for trigger in automatic[lead.stage]:
-            if move(lead, trigger, at, transitions, model, signals):
+            if move(lead, trigger, at, transitions, model):
                 break
         else:
             return
