@@ -34,7 +34,7 @@ COMPILED = ("funnel.scoring", "funnel.decide", "funnel.moves", "funnel.timers", 
             "streams.records", "streams.worker.pipeline", "streams.worker.route",
             "streams.worker.store", "streams.worker.emit", "streams.worker.identity",
             "streams.worker.outbox", "streams.worker.journal", "streams.worker.checkpoint",
-            "streams.worker.batches")
+            "streams.worker.batches", "streams.worker.schedule")
 PACKAGES = ("funnel", "schemas", "streams")
 ROOT = Path(__file__).resolve().parent.parent   # where the packages are
 MANIFEST = "manifest.json"

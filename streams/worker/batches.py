@@ -31,6 +31,9 @@ from typing import Any
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
 
+KEYS_KEPT = 100_000   # keys whose partition is remembered (~10 MB at most)
+
+
 class BatchSender:
     """``producer``: gives the started ``AIOKafkaProducer`` (Faust's, created at its start)."""
 
@@ -40,15 +43,27 @@ class BatchSender:
         self.full: list[tuple[str, int, Any, asyncio.Future]] = []   # closed, not yet sent
         self.partitions: dict[str, list[int]] = {}
         self.partitioner = DefaultPartitioner()
+        self.by_key: dict[tuple[str, bytes], int] = {}
         self.tails: set[str] = set()
         self.held: dict[tuple[str, int], tuple[bytes | None, bytes | None, list, asyncio.Future]] \
             = {}
 
     async def partition_of(self, topic: str, key: bytes | None) -> int:
+        """Where aiokafka's default partitioner puts ``key`` (murmur2, in Python: a few µs a
+        key), remembered per key — a changed lead's records share its key."""
+        if key is not None:
+            known = self.by_key.get((topic, key))
+            if known is not None:
+                return known
         parts = self.partitions.get(topic)
         if parts is None:
             parts = self.partitions[topic] = sorted(await self.producer().partitions_for(topic))
-        return int(self.partitioner(key, parts, parts))
+        partition = int(self.partitioner(key, parts, parts))
+        if key is not None:   # (no key: a random partition each time)
+            if len(self.by_key) >= KEYS_KEPT:
+                self.by_key.clear()
+            self.by_key[(topic, key)] = partition
+        return partition
 
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:

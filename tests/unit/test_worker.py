@@ -892,9 +892,13 @@ def test_records_go_out_a_batch_per_partition_in_order_each_acknowledged_with_it
         with pytest.raises(RuntimeError, match="no leader"):
             lost.result()                                 # the failure reaches the record's owner
         # a key goes to the partition every Kafka client's default partitioner gives it
-        for i in range(200):
-            key = f"lead-{i}".encode()
-            assert await sender.partition_of("t", key) == (murmur2(key) & 0x7FFFFFFF) % 8
+        for _ in range(2):   # the second time from what the sender remembered of each key
+            for i in range(200):
+                key = f"lead-{i}".encode()
+                assert await sender.partition_of("t", key) == (murmur2(key) & 0x7FFFFFFF) % 8
+        assert len(sender.by_key) == 200
+        assert {await sender.partition_of("t", None) for _ in range(200)} <= set(range(8))
+        assert len(sender.by_key) == 200   # no key: a random partition, nothing remembered
 
     asyncio.run(run())
 
