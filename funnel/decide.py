@@ -13,7 +13,6 @@ import orjson
 
 from funnel import scoring
 from funnel.config import ScoringModel, per_model
-from funnel.copies import copied
 from funnel.history import History, Item, Message, compact, message_time, remember, revive
 from funnel.lifecycle import Refused
 from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, ORDERS_KEPT, SEEN_WINDOW,
@@ -21,6 +20,7 @@ from funnel.model import (ALIASES_KEPT, CONTRIBUTIONS_KEPT, ORDERS_KEPT, SEEN_WI
 from funnel.moves import advance, move
 from funnel.timers import apply_deadlines
 from schemas.commands import SalesCommand
+from schemas.construct import copied, made
 from schemas.events import InteractionEvent
 from schemas.lead import FirstTouch, OrderRecord, Reason, TransitionRecord
 
@@ -125,13 +125,8 @@ def _reason(rule: str, points: float, at: datetime) -> Reason:
     """``Reason(rule=rule, points=points, at=at)`` from a validated rule and an event's time,
     set as pydantic's ``__init__`` sets them without validating them again (the validation was
     ~4% of the core's time, once per rule that scored)."""
-    reason = Reason.__new__(Reason)
-    object.__setattr__(reason, "__dict__", {"rule": rule, "points": points, "at": at,
-                                            "kind": "interest", "detail": None, "decayed": None})
-    object.__setattr__(reason, "__pydantic_fields_set__", set(REASON_FIELDS_SET))
-    object.__setattr__(reason, "__pydantic_extra__", None)
-    object.__setattr__(reason, "__pydantic_private__", None)
-    return reason
+    return made(Reason, {"rule": rule, "points": points, "at": at, "kind": "interest",  # type: ignore[no-any-return]
+                         "detail": None, "decayed": None}, set(REASON_FIELDS_SET))
 
 
 def _touch(lead: Lead, at: datetime) -> None:

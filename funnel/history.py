@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 import orjson
 
 from schemas.commands import SalesCommand
+from schemas.construct import made
 from schemas.events import InteractionEvent
 
 if TYPE_CHECKING:
@@ -79,12 +80,7 @@ def _known_event(m: dict[str, Any]) -> InteractionEvent:
     ``__init__`` sets them — its ``model_construct`` was slower than validating."""
     values = {**EVENT_NONE, "properties": {}, "traits": {}, "context": {}, **m,
               "timestamp": datetime.fromisoformat(m["timestamp"]).astimezone(timezone.utc)}
-    event = InteractionEvent.__new__(InteractionEvent)
-    object.__setattr__(event, "__dict__", values)
-    object.__setattr__(event, "__pydantic_fields_set__", set(m))
-    object.__setattr__(event, "__pydantic_extra__", {})
-    object.__setattr__(event, "__pydantic_private__", None)
-    return event
+    return made(InteractionEvent, values, set(m), {})  # type: ignore[no-any-return]
 
 
 def is_command(item: Item) -> bool:

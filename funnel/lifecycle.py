@@ -62,7 +62,6 @@ class Lifecycle:
     answer; the guards are compiled functions of the lead and the model (``funnel.guards``)."""
 
     def __init__(self, rules: ScoringModel) -> None:
-        self.rules = rules
         self.machine = Machine(model=None, states=STAGES, transitions=TRANSITIONS,
                                initial="iql", auto_transitions=False, send_event=False)
         self._allowed = {stage: self.machine.get_triggers(stage) for stage in STAGES}

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from funnel.config import ScoringModel
-from funnel.copies import copied
 from funnel.decide import new_lead, rescore
 from funnel.history import HISTORY_KEPT, Item, compact, item_id, message_time, revive
 from funnel.model import ALIASES_KEPT, SEEN_WINDOW, Lead
 from funnel.moves import advance
+from schemas.construct import copied
 from schemas.lead import TransitionRecord
 
 

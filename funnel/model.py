@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from funnel.copies import copied
 from funnel.history import History
 from funnel.scoring import shown
+from schemas.construct import copied
 
 from schemas.lead import (
     FirstTouch,
@@ -108,10 +108,6 @@ class Lead(BaseModel):
     def _history(cls, v: Any) -> Any:
         # a record written when the history was part of it: a list of items
         return History.of(v) if isinstance(v, list) else v
-
-    @property
-    def known(self) -> bool:
-        return bool(self.traits.get("email"))
 
     def top_reasons(self) -> list[Reason]:
         interest = sorted(self.contributions, key=lambda r: -abs(r.points))[:TOP_REASONS]

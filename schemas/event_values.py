@@ -14,6 +14,7 @@ import re
 from datetime import datetime
 from typing import Any, TypeVar
 
+from schemas.construct import made
 from schemas.wire import utc
 
 T = TypeVar("T")
@@ -34,12 +35,7 @@ def built(model: type[T], data: dict[str, Any]) -> T | None:
     checked = event_values(data)
     if checked is None:
         return None
-    event = model.__new__(model)
-    object.__setattr__(event, "__dict__", checked[0])
-    object.__setattr__(event, "__pydantic_fields_set__", set(data))
-    object.__setattr__(event, "__pydantic_extra__", checked[1])
-    object.__setattr__(event, "__pydantic_private__", None)
-    return event
+    return made(model, checked[0], set(data), checked[1])  # type: ignore[no-any-return]
 
 
 def event_values(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
