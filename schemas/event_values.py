@@ -30,8 +30,7 @@ ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d
 
 def built(model: type[T], data: dict[str, Any]) -> T | None:
     """The ``InteractionEvent`` (``model``) that pydantic's validation of ``data`` gives, its
-    values set as that validation sets them, or None: pydantic must decide. ``data`` is the
-    decoded message, which the event then owns (its objects are not copied)."""
+    values set as that validation sets them, or None: pydantic must decide."""
     checked = event_values(data)
     if checked is None:
         return None
@@ -65,7 +64,7 @@ def event_values(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] 
         if v is None:
             values[name] = {}
         elif type(v) is dict:
-            values[name] = v
+            values[name] = dict(v)   # the event's own, as pydantic's copy is
         else:
             return None
     if not (values["userId"] or values["anonymousId"]) \

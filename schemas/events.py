@@ -79,14 +79,13 @@ class InteractionEvent(BaseModel):
 def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> InteractionEvent:
     """Validate the bytes of one ``funnel.events`` message, or raise :class:`InvalidMessage`."""
     data = decode_object(raw, max_bytes)
-    return validate_event(data, owned=True)
+    return validate_event(data)
 
 
-def validate_event(data: dict[str, Any], owned: bool = False) -> InteractionEvent:
+def validate_event(data: dict[str, Any]) -> InteractionEvent:
     """A decoded message as an :class:`InteractionEvent`, or :class:`InvalidMessage`: the input
-    limits (``limit_exceeded``, naming the limit) first, then the Segment Spec shape. ``owned``:
-    nothing else holds ``data`` (just decoded), so a common message's values are set directly
-    (``schemas.event_values``) and its objects become the event's."""
+    limits (``limit_exceeded``, naming the limit) first, then the Segment Spec shape (a common
+    message's values set directly, ``schemas.event_values``; any other, pydantic's)."""
     try:
         check_limits(data)
         properties = data.get("properties")
@@ -94,10 +93,9 @@ def validate_event(data: dict[str, Any], owned: bool = False) -> InteractionEven
             check_amount(properties.get("revenue"), "properties.revenue")
     except LimitExceeded as exc:
         raise InvalidMessage("limit_exceeded", str(exc)) from None
-    if owned:
-        event = built(InteractionEvent, data)
-        if event is not None:
-            return event
+    event = built(InteractionEvent, data)
+    if event is not None:
+        return event
     try:
         return InteractionEvent.model_validate(data)
     except ValidationError as exc:

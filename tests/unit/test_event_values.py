@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from schemas.event_values import event_values
-from schemas.events import InteractionEvent, InvalidMessage, parse_event
+from schemas.events import InteractionEvent, InvalidMessage, parse_event, validate_event
 from streams.simulate import generate
 
 BASE = {"messageId": "m-1", "type": "page", "timestamp": "2026-10-13T18:34:11.704214Z",
@@ -84,10 +84,22 @@ def test_other_messages_are_left_to_pydantic_which_gives_or_refuses_the_same(cha
         assert validated is not None and same(parsed, validated)
 
 
-def test_the_event_owns_the_decoded_objects_and_is_apart_from_other_messages():
+def test_an_event_holds_objects_of_its_own_apart_from_other_messages_and_the_callers():
     a = parse_event(orjson.dumps(BASE))
     b = parse_event(orjson.dumps(BASE))
     assert a.properties == b.properties and a.properties is not b.properties
     assert a.traits is not b.traits   # each its own empty object, as pydantic's default
     with pytest.raises(Exception):
         a.userId = "other"   # frozen, as validated events are
+    message = {**BASE, "properties": {"path": "/"}}   # the collector's: it keeps its dict
+    c = validate_event(message)
+    message["properties"]["path"] = "/changed"
+    assert c.properties == {"path": "/"} and event_values(message) is not None
+
+
+def test_the_direct_path_knows_every_field_of_the_model():
+    """A field added to ``InteractionEvent`` and not to the direct path would land among the
+    extra fields there: the two lists are one."""
+    from schemas.event_values import FIELDS
+
+    assert FIELDS == set(InteractionEvent.model_fields)
