@@ -28,7 +28,7 @@ from pathlib import Path
 
 COMPILED = ("funnel.scoring", "funnel.decide", "funnel.moves", "funnel.timers", "funnel.guards",
             "funnel.history", "funnel.merge", "funnel.lead_json", "schemas.limits",
-            "schemas.wire", "schemas.event_values", "schemas.construct",
+            "schemas.wire", "schemas.event_values", "schemas.construct", "schemas.dumps",
             # the worker's Faust-free pipeline: route, decide, emit, keep
             "streams.records", "streams.worker.pipeline", "streams.worker.route",
             "streams.worker.store", "streams.worker.emit", "streams.worker.identity",

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from funnel.model import Lead, text_or_none
-from funnel.scoring import shown
+from funnel.scoring import decayed_values, shown, top_reasons
 from schemas.handoff import LeadFacts
-from schemas.lead import order_json, reason_json, transition_json
+from schemas.dumps import order_json, reason_json, transition_json
 
 __all__ = ["facts", "snapshot_json"]
 
@@ -35,7 +35,8 @@ def facts(lead: Lead) -> LeadFacts:
 
 def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
     """``lead.snapshot(half_life_days).model_dump_json()``, the same bytes, built directly."""
-    decayed, rest = lead.decayed(half_life_days)
+    decayed, rest = decayed_values(lead.contributions, lead.interest_raw, lead.interest_at,
+                                   half_life_days)
     contributions = [reason_json(r, d) for r, d in zip(lead.contributions, decayed)]
     if rest is not None:
         contributions.append(reason_json(lead.adjustment(rest)))
@@ -60,7 +61,7 @@ def snapshot_json(lead: Lead, half_life_days: float | None = None) -> bytes:
         "recent_orders": [order_json(o) for o in lead.recent_orders],
         "events_count": lead.events_count, "model_name": lead.model_name,
         "model_version": lead.model_version,
-        "reasons": [reason_json(r) for r in lead.top_reasons()],
+        "reasons": [reason_json(r) for r in top_reasons(lead.contributions, lead.fit_reasons)],
         "contributions": contributions,
         "fit_reasons": [reason_json(r) for r in lead.fit_reasons],
         "interest_at": lead.interest_at,

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from funnel.history import History
-from funnel.scoring import shown
+from funnel.scoring import decayed_values, shown, top_reasons
 from schemas.construct import copied
 
 from schemas.lead import (
@@ -30,7 +30,6 @@ ALIASES_KEPT = 50          # anonymous ids linked to one known lead
 ORDERS_KEPT = 50           # purchases carried in the state and the snapshot (lead_orders keeps all)
 TRANSITIONS_KEPT = 50      # stage changes carried in the state and the snapshot (the projection's
                            # lead_transitions table keeps them all)
-TOP_REASONS = 5
 
 
 class StageChanged(BaseModel):
@@ -110,8 +109,7 @@ class Lead(BaseModel):
         return History.of(v) if isinstance(v, list) else v
 
     def top_reasons(self) -> list[Reason]:
-        interest = sorted(self.contributions, key=lambda r: -abs(r.points))[:TOP_REASONS]
-        return interest + self.fit_reasons[:TOP_REASONS]
+        return top_reasons(self.contributions, self.fit_reasons)
 
     def explain(self, half_life_days: float | None) -> list[Reason]:
         """The interest contributions, each with its value decayed to the score's time, plus one
@@ -128,13 +126,8 @@ class Lead(BaseModel):
     def decayed(self, half_life_days: float | None) -> tuple[list[float], float | None]:
         """Each contribution's decayed value, and the adjustment that makes them add up (None:
         they already do)."""
-        values = []
-        for r in self.contributions:
-            age = (self.interest_at - r.at).total_seconds() if self.interest_at and r.at else 0.0
-            factor = 0.5 ** (max(age, 0.0) / (half_life_days * 86400.0)) if half_life_days else 1.0
-            values.append(round(r.points * factor, 6))
-        rest = round(shown(self.interest_raw) - sum(values), 6)
-        return values, (rest if abs(rest) > 1e-6 else None)
+        return decayed_values(self.contributions, self.interest_raw, self.interest_at,
+                              half_life_days)
 
     def adjustment(self, rest: float) -> Reason:
         """The explanation's last line: what the kept contributions do not account for."""

@@ -7,6 +7,7 @@ from datetime import datetime
 from funnel.config import ScoringModel
 from funnel.lifecycle import AUTOMATIC, Lifecycle, Refused, lifecycle_for
 from funnel.model import TRANSITIONS_KEPT, Lead
+from funnel.scoring import top_reasons
 from schemas.lead import TransitionRecord
 
 # the lead field that remembers the first (or, for recycled/disqualified, the last) entry
@@ -37,7 +38,8 @@ def move(lead: Lead, trigger: str, at: datetime, transitions: list[TransitionRec
         lead.sla_breached_at = None   # a new SQL: a new SLA
     record = TransitionRecord(lead_id=lead.lead_id, version=lead.version, from_stage=before,
                               to_stage=dest, trigger=trigger, occurred_at=at, actor=actor,  # type: ignore[arg-type]
-                              reason=reason, reasons=lead.top_reasons())
+                              reason=reason,
+                              reasons=top_reasons(lead.contributions, lead.fit_reasons))
     lead.transitions = [*lead.transitions[-(TRANSITIONS_KEPT - 1):], record]
     transitions.append(record)
     return True

@@ -181,6 +181,30 @@ def shown(raw: float) -> float:
     return max(raw, 0.0)
 
 
+TOP_REASONS = 5   # interest contributions (and fit reasons) a stage change and a snapshot name
+
+
+def top_reasons(contributions: list[Reason], fit_reasons: list[Reason]) -> list[Reason]:
+    """The largest interest contributions (by size; in their order among equals), then the
+    fit reasons."""
+    interest = sorted(contributions, key=lambda r: -abs(r.points))[:TOP_REASONS]
+    return interest + fit_reasons[:TOP_REASONS]
+
+
+def decayed_values(contributions: list[Reason], interest_raw: float,
+                   interest_at: datetime | None, half_life_days: float | None
+                   ) -> tuple[list[float], float | None]:
+    """Each contribution's value decayed to the score's time (``interest_at``), and the
+    adjustment that makes them add up to the score as shown (None: they already do)."""
+    values = []
+    for r in contributions:
+        age = (interest_at - r.at).total_seconds() if interest_at and r.at else 0.0
+        factor = 0.5 ** (max(age, 0.0) / (half_life_days * 86400.0)) if half_life_days else 1.0
+        values.append(round(r.points * factor, 6))
+    rest = round(shown(interest_raw) - sum(values), 6)
+    return values, (rest if abs(rest) > 1e-6 else None)
+
+
 _RANK = {"cold": 0, "warm": 1, "hot": 2}
 
 

@@ -1,13 +1,12 @@
-"""Handoff and transition events: CloudEvents 1.0, structured JSON mode."""
+"""Handoff and transition events: CloudEvents 1.0, structured JSON mode. The models define them
+(and their published JSON Schemas); the worker writes them directly (``schemas.dumps``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-import orjson
-
-from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature, reason_json
+from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer
 
@@ -137,76 +136,7 @@ class LeadFacts(NamedTuple):
         return cls(*(getattr(snapshot, f) for f in cls._fields))
 
 
-# The events are written as JSON directly (orjson), in the models' field order: pydantic's
-# validation and dump of each were ~5% of the worker's own time. tests/unit/
-# test_published_schemas.py checks them against the JSON Schemas of the models above, and
-# against the bytes the models themselves give.
-
-def _cloudevent(id: str, type: str, subject: str, time: datetime | None, data: dict) -> bytes:
-    return orjson.dumps({"specversion": "1.0", "id": id, "source": "funnel", "type": type,
-                         "subject": subject, "time": time,
-                         "datacontenttype": "application/json", "data": data},
-                        option=orjson.OPT_UTC_Z)
-
-
-def _model(lead: LeadFacts) -> dict[str, str]:
-    return {"name": lead.model_name, "version": lead.model_version}
-
-
-def _data(t: "TransitionRecord", lead: LeadFacts) -> dict[str, Any]:
-    ft = lead.first_touch
-    return {"lead_id": lead.lead_id, "stage": t.to_stage, "previous_stage": t.from_stage,
-            "version": t.version, "trigger": t.trigger, "actor": t.actor, "reason": t.reason,
-            "interest_score": float(lead.interest_score), "temperature": lead.temperature,
-            "fit_score": float(lead.fit_score), "quality": lead.quality, "origin": lead.origin,
-            "traits": lead.traits,
-            "first_touch": {"source": ft.source, "medium": ft.medium, "campaign": ft.campaign},
-            "model": _model(lead), "reasons": [reason_json(r) for r in t.reasons]}
-
-
-def transition_event(t: "TransitionRecord", lead: LeadFacts) -> bytes:
-    """``funnel.lead.transitioned`` for every stage change."""
-    return _cloudevent(f"{t.lead_id}:{t.version}", TRANSITIONED, t.lead_id, t.occurred_at,
-                       _data(t, lead))
-
-
-def handoff_event(t: "TransitionRecord", lead: LeadFacts) -> bytes | None:
-    """The handoff for a move into ``mql``, ``sql`` or ``customer``; None for other moves."""
-    kind = EVENT_TYPES.get(t.to_stage)
-    if kind is None:
-        return None
-    return _cloudevent(f"{t.lead_id}:{t.version}", kind, t.lead_id, t.occurred_at,
-                       _data(t, lead))
-
-
-def cooled_event(lead: LeadFacts, previous_temperature: str) -> bytes:
-    """``funnel.lead.cooled``: the periodic pass lowered a quiet lead's temperature."""
-    assert lead.interest_at is not None
-    return _cloudevent(f"{lead.lead_id}:{lead.version}", COOLED, lead.lead_id, lead.interest_at, {
-        "lead_id": lead.lead_id, "version": lead.version, "temperature": lead.temperature,
-        "previous_temperature": previous_temperature,
-        "interest_score": float(lead.interest_score), "stage": lead.stage,
-        "model": _model(lead)})
-
-
-def sla_breached_event(lead: LeadFacts, hours: float | None) -> bytes:
-    """``funnel.lead.sla_breached`` on ``funnel.alerts``: Sales did not act on an SQL in time.
-    ``id`` names the SQL it is about (``lead_id:sla:<entered>``): one alert per SQL."""
-    assert lead.sla_breached_at is not None and lead.stage_entered_at is not None
-    return _cloudevent(
-        f"{lead.lead_id}:sla:{lead.stage_entered_at.isoformat()}", SLA_BREACHED, lead.lead_id,
-        lead.sla_breached_at, {
-            "lead_id": lead.lead_id, "version": lead.version, "stage": lead.stage,
-            # as first published: ``+00:00``, not ``Z`` (see SlaBreachedData)
-            "sql_at": lead.stage_entered_at.isoformat(),
-            "due_at": lead.sla_breached_at.isoformat(),
-            "sla_hours": None if hours is None else float(hours),
-            "interest_score": float(lead.interest_score), "temperature": lead.temperature,
-            "fit_score": float(lead.fit_score), "quality": lead.quality, "origin": lead.origin,
-            "email": lead.email, "company": lead.company, "model": _model(lead)})
-
-
-from schemas.lead import LeadSnapshot, TransitionRecord  # noqa: E402  (types for the above)
+from schemas.lead import LeadSnapshot  # noqa: E402  (a type for the above)
 
 LeadMql = _typed("LeadMql", (EVENT_TYPES["mql"],), LeadEventData,
                  "A lead became a Marketing Qualified Lead (funnel.handoff.mql).")

@@ -107,25 +107,3 @@ class LeadSnapshot(BaseModel):
     fit_reasons: list[Reason] = Field(default_factory=list)
     interest_at: datetime | None = None
     transitions: list[TransitionRecord] = Field(default_factory=list)
-
-
-# --- as dicts, for orjson ------------------------------------------------------------------------
-# These models as dicts in their fields' order, for the JSON the worker writes directly with
-# orjson (``funnel.lead_json``, ``schemas.handoff``); datetimes stay datetimes: orjson writes them
-# as pydantic does with ``OPT_UTC_Z``.
-
-def reason_json(r: Reason, decayed: float | None = None) -> dict[str, Any]:
-    """``r`` as JSON (``decayed``: the value to write in place of its own)."""
-    return {"rule": r.rule, "points": r.points, "at": r.at, "kind": r.kind,
-            "detail": r.detail, "decayed": r.decayed if decayed is None else decayed}
-
-
-def transition_json(t: TransitionRecord) -> dict[str, Any]:
-    return {"lead_id": t.lead_id, "version": t.version, "from_stage": t.from_stage,
-            "to_stage": t.to_stage, "trigger": t.trigger, "occurred_at": t.occurred_at,
-            "actor": t.actor, "reason": t.reason, "reasons": [reason_json(r) for r in t.reasons]}
-
-
-def order_json(o: OrderRecord) -> dict[str, Any]:
-    return {"order_id": o.order_id, "occurred_at": o.occurred_at, "amount": o.amount,
-            "currency": o.currency, "source": o.source}

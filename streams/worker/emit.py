@@ -12,7 +12,7 @@ from funnel.config import ScoringModel
 from funnel.history import item_time
 from funnel.lead_json import facts, snapshot_json
 from funnel.model import Lead, text_or_none
-from schemas.handoff import cooled_event, handoff_event, sla_breached_event, transition_event
+from schemas.dumps import cooled_event, handoff_event, sla_breached_event, transition_event
 from schemas.identity import Link
 from schemas.lead import TransitionRecord
 from streams.topics import Topics

@@ -16,16 +16,8 @@ from funnel.config import load_model
 from funnel.decide import new_lead, process
 from funnel.timers import tick
 from schemas.export import CHANNELS, asyncapi, json_schemas
-from schemas.handoff import (
-    LeadCooled,
-    LeadFacts,
-    LeadSlaBreached,
-    LeadTransitioned,
-    cooled_event,
-    handoff_event,
-    sla_breached_event,
-    transition_event,
-)
+from schemas.dumps import cooled_event, handoff_event, sla_breached_event, transition_event
+from schemas.handoff import LeadCooled, LeadFacts, LeadSlaBreached, LeadTransitioned
 from tests.tools.fetch_specs import ASYNCAPI
 
 ASYNCAPI_SPEC = ASYNCAPI.target
