@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict
 
-from streams.worker.faust_state import RocksState
+from streams.worker.faust_state import RocksState, key_encoder
 
 
 class Store:
@@ -32,6 +32,8 @@ class Store:
 
 
 class Table:
+    key_serializer = "raw"   # not json: the state takes the store's own ``_encode_key``
+
     def __init__(self, root: Path) -> None:
         self.data = Store(root)
 
@@ -52,3 +54,25 @@ def test_a_write_batch_per_partition_stores_what_puts_one_by_one_store(tmp_path)
         for key in one_by_one.keys(partition):
             assert batched.get(partition, key) == one_by_one.get(partition, key)
     assert len(list(batched.keys(0))) == 10
+
+
+def test_the_lead_tables_keys_are_the_bytes_fausts_own_serializer_writes():
+    """The state and the changelog write a lead table's keys with ``orjson.dumps``, not through
+    Faust's registry: the same bytes as Faust's ``json`` key serializer, in its store and on its
+    changelog topic (a real Faust app's table; no broker is reached)."""
+    import faust
+
+    from streams.worker.checkpoint import MARKER_KEY
+    from streams.worker.journal import journal_key, sent_key
+
+    app = faust.App("funnel-keys-test", broker="kafka://127.0.0.1:1")
+    table = app.Table("lead-state", default=None, partitions=4, key_type=str, value_type=bytes)
+    encode = key_encoder(table)
+    keys = ["u-1", "anon-0fdba219-946", "é😀 ", 'a"b\\c', "\x01\x7f\u2028", "x" * 256, MARKER_KEY,
+            journal_key(3, 0), sent_key(3)]
+    for key in keys:
+        assert encode(key) == table.data._encode_key(key)
+        assert encode(key) == table.changelog_topic.prepare_key(key, table.key_serializer)[0]
+    raw = app.Table("raw-keys", default=None, partitions=4, key_type=bytes, value_type=bytes)
+    assert raw.key_serializer == "raw"   # any other serializer: Faust's own steps
+    assert key_encoder(raw)(b"u-1") == raw.data._encode_key(b"u-1") == b"u-1"
