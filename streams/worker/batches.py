@@ -49,8 +49,8 @@ class BatchSender:
             = {}
 
     async def partition_of(self, topic: str, key: bytes | None) -> int:
-        """Where aiokafka's default partitioner puts ``key`` (murmur2, in Python: a few µs a
-        key), remembered per key — a changed lead's records share its key."""
+        """Where aiokafka's default partitioner puts ``key`` (``murmur2``), remembered per key
+        — a changed lead's records share its key."""
         if key is not None:
             known = self.by_key.get((topic, key))
             if known is not None:
@@ -58,11 +58,12 @@ class BatchSender:
         parts = self.partitions.get(topic)
         if parts is None:
             parts = self.partitions[topic] = sorted(await self.producer().partitions_for(topic))
-        partition = int(self.partitioner(key, parts, parts))
-        if key is not None:   # (no key: a random partition each time)
-            if len(self.by_key) >= KEYS_KEPT:
-                self.by_key.clear()
-            self.by_key[(topic, key)] = partition
+        if key is None:   # a random partition, as aiokafka's default partitioner picks it
+            return int(self.partitioner(key, parts, parts))
+        partition = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+        if len(self.by_key) >= KEYS_KEPT:
+            self.by_key.clear()
+        self.by_key[(topic, key)] = partition
         return partition
 
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
@@ -139,3 +140,33 @@ def _settle(done: asyncio.Future, sent: asyncio.Future) -> None:
 def _fail(done: asyncio.Future, exc: BaseException) -> None:
     if not done.done():
         done.set_exception(exc)
+
+
+M32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of a key (``org.apache.kafka.common.utils.Utils.murmur2``), as every
+    Kafka client's default partitioner computes it: aiokafka's is Python (5.8 µs a lead id);
+    compiled, the same arithmetic takes a fraction of that. Each product stays below 2**63."""
+    m, length = 0x5BD1E995, len(data)
+    h = (0x9747B28C ^ length) & M32
+    end = length - length % 4
+    for i in range(0, end, 4):
+        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+        k = (k * m) & M32
+        k ^= k >> 24
+        k = (k * m) & M32
+        h = ((h * m) & M32) ^ k
+    rest = length % 4
+    if rest >= 3:
+        h ^= data[end + 2] << 16
+    if rest >= 2:
+        h ^= data[end + 1] << 8
+    if rest >= 1:
+        h ^= data[end]
+        h = (h * m) & M32
+    h ^= h >> 13
+    h = (h * m) & M32
+    h ^= h >> 15
+    return h

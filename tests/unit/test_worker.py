@@ -866,6 +866,24 @@ class FakeAioProducer:
         return future
 
 
+def test_the_compiled_murmur2_is_every_kafka_clients():
+    """The sender's own murmur2 (compiled with the pipeline) against kafka-python's and
+    aiokafka's, on keys of every length remainder, every byte value, and lead ids."""
+    import random
+
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+    from kafka.partitioner.default import murmur2 as kafka_murmur2
+
+    from streams.worker.batches import murmur2
+
+    rnd = random.Random(12)
+    keys = [b"", b"\x00", b"\xff" * 7, bytes(range(256)), "ü-😀".encode(),
+            *(f"lead-{i}".encode() for i in range(100)),
+            *(bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 80))) for _ in range(2000))]
+    for key in keys:
+        assert murmur2(key) == kafka_murmur2(key) == aiokafka_murmur2(key), key
+
+
 def test_records_go_out_a_batch_per_partition_in_order_each_acknowledged_with_its_batch():
     from kafka.partitioner.default import murmur2
 
