@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from schemas.lead import FirstTouch, Origin, Quality, Reason, Stage, Temperature
+from schemas.lead import FirstTouch, LeadSnapshot, Origin, Quality, Reason, Stage, Temperature
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer
 
@@ -135,8 +135,6 @@ class LeadFacts(NamedTuple):
     def of(cls, snapshot: "LeadSnapshot") -> "LeadFacts":
         return cls(*(getattr(snapshot, f) for f in cls._fields))
 
-
-from schemas.lead import LeadSnapshot  # noqa: E402  (a type for the above)
 
 LeadMql = _typed("LeadMql", (EVENT_TYPES["mql"],), LeadEventData,
                  "A lead became a Marketing Qualified Lead (funnel.handoff.mql).")

@@ -41,7 +41,8 @@ class FaustChangelog:
         self.topic = table.changelog_topic
         self.name = self.topic.get_topic_name()
         self.encode_key = key_encoder(table)
-        self.raw_values = table.value_serializer == "raw"
+        if table.value_serializer != "raw":   # the values are the worker's bytes, as they are
+            raise ValueError(f"table {table.name}: its values must be bytes (value_type=bytes)")
         self.batches.tails.add(self.name)   # a partition's last record alone in its batch
 
     def write(self, partition: int, key: str, value: bytes) -> Any:
@@ -64,11 +65,7 @@ class FaustChangelog:
         return [self._record(partition, key, value) for partition, key, value in items]
 
     def _record(self, partition: int, key: str, value: bytes) -> Any:
-        if self.raw_values:
-            raw_value = value
-        else:
-            raw_value, _ = self.topic.prepare_value(value, self.table.value_serializer)
-        return self.batches.append(self.name, partition, self.encode_key(key), raw_value)
+        return self.batches.append(self.name, partition, self.encode_key(key), value)
 
     def mark(self, partition: int, key: str, value: bytes) -> Any:
         return asyncio.ensure_future(self._mark(self.write(partition, key, value)))

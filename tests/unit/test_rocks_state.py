@@ -4,6 +4,7 @@ the table around them is a plain stand-in with Faust's two methods the state use
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from rocksdict import Options, Rdict
@@ -76,3 +77,32 @@ def test_the_lead_tables_keys_are_the_bytes_fausts_own_serializer_writes():
     raw = app.Table("raw-keys", default=None, partitions=4, key_type=bytes, value_type=bytes)
     assert raw.key_serializer == "raw"   # any other serializer: Faust's own steps
     assert key_encoder(raw)(b"u-1") == raw.data._encode_key(b"u-1") == b"u-1"
+
+
+def test_a_changelog_takes_the_workers_bytes_as_they_are_and_only_for_a_bytes_table():
+    """The lead tables hold the worker's bytes (``value_type=bytes``: Faust's ``raw``
+    serializer): their changelog records carry them unchanged; a table of other values is
+    refused when the changelog is made, not written wrongly."""
+    import faust
+    import pytest
+
+    from streams.worker.faust_glue import FaustProducer
+    from streams.worker.faust_state import FaustChangelog
+
+    app = faust.App("funnel-values-test", broker="kafka://127.0.0.1:1")
+    producer = FaustProducer(app)
+    table = app.Table("lead-state", default=None, partitions=4, key_type=str, value_type=bytes)
+    changelog = FaustChangelog(table, None, producer)
+
+    async def record() -> tuple:
+        changelog._record(3, "u-1", b"\x02state")
+        return producer.batches.held[(changelog.name, 3)][:2]   # (held: the partition's last)
+
+    key, value = asyncio.run(record())
+    topic = table.changelog_topic
+    assert (key, value) == (topic.prepare_key("u-1", table.key_serializer)[0],
+                            topic.prepare_value(b"\x02state", table.value_serializer)[0])
+    assert value == b"\x02state"   # what Faust's own serializers write: the bytes unchanged
+    other = app.Table("other", default=None, partitions=4, key_type=str, value_type=str)
+    with pytest.raises(ValueError, match="other: its values must be bytes"):
+        FaustChangelog(other, None, producer)
