@@ -27,6 +27,7 @@ from typing import Protocol
 from funnel.config import ScoringModel
 from funnel.decide import new_lead
 from funnel.history import History
+from funnel.lead_json import record_json
 from funnel.model import Lead
 
 ENCODING_V1 = b"\x01"
@@ -35,8 +36,7 @@ MARKER_PREFIX = "\x00"   # keys that are not leads (the checkpoint's markers and
 
 
 def encode(lead: Lead, batch: int = 0) -> bytes:
-    return (ENCODING_V2 + batch.to_bytes(8, "big")
-            + lead.model_dump_json(exclude_defaults=True).encode())
+    return ENCODING_V2 + batch.to_bytes(8, "big") + record_json(lead)
 
 
 def decode(raw: bytes) -> Lead:

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import orjson
+import pytest
+from pydantic import BaseModel
+
 from funnel.config import load_model
 from funnel.decide import process
+from funnel import lead_json
 from funnel.lead_json import snapshot_json
 from funnel.model import Lead
 from schemas.lead import FirstTouch, OrderRecord, Reason, TransitionRecord
@@ -35,6 +40,7 @@ def test_every_simulated_lead_state_gives_the_same_snapshot_bytes_as_pydantic():
         stages += len(transitions)
         seen_stages.add(lead.stage)
         assert snapshot_json(lead, half_life) == pydantic_bytes(lead, half_life), lead.lead_id
+        assert encode(lead)[9:] == lead.model_dump_json(exclude_defaults=True).encode()
         assert decode(encode(lead)).model_dump() == lead.model_dump()   # (the history apart)
         checked += 1
     assert checked == len(messages) > 1500
@@ -70,6 +76,49 @@ def test_unusual_values_give_the_same_snapshot_bytes_as_pydantic():
         == b'{"lead_id":"x"}'
     assert b"big" in encode(lead.model_copy(update={"traits": {"big": 2**70}}))
     assert b'"rule":"(older, cap and floor)"' in snapshot_json(lead, 14.0)   # the floor at 0
+
+
+def test_the_record_writes_every_field_of_the_lead_and_its_parts_that_is_not_its_default():
+    """The record's writer takes its field list and defaults from the models: a lead with
+    every field set (a field added to a model one day included) writes each of them, nested
+    ones too, as pydantic does; a model field of a type it cannot write fails at import."""
+    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    full_reason = Reason(rule="r", points=2, at=t0, kind="fit", detail="d", decayed=1.0)
+    values = {
+        "lead_id": "u-1", "version": 3, "stage": "sql", "origin": "sales",
+        "created_by_sales": True, "interest_raw": 4.0, "interest_at": t0, "temperature": "hot",
+        "fit_score": 0.5, "quality": "high", "traits": {"email": "a@b.io"},
+        "first_touch": FirstTouch(source="s", medium="m", campaign="c"),
+        "orders": 1, "revenue": 5.0, "revenue_by_currency": {"USD": 5.0},
+        "recent_orders": [OrderRecord(order_id="o", occurred_at=t0, amount=5, currency="USD",
+                                      source="event")],
+        "events_count": 9, "signals": {"demo": t0}, "aliases": ["a"], "merged_from": ["b"],
+        "merged_into": "c", "rule_days": {"r": ["2026-03-01", 1]}, "rule_hits": {"r": [t0]},
+        "contributions": [full_reason], "fit_reasons": [full_reason],
+        "transitions": [TransitionRecord(lead_id="u-1", version=3, from_stage="mql",
+                                         to_stage="sql", trigger="t", occurred_at=t0, actor="x",
+                                         reason="y", reasons=[full_reason])],
+        "seen_ids": ["m-1"], "model_name": "m", "model_version": "1"}
+    for name, field in Lead.model_fields.items():
+        if name not in values and not field.exclude:   # the datetimes not named above
+            values[name] = t0
+    lead = Lead(**values)
+    record = encode(lead)[9:]
+    assert record == lead.model_dump_json(exclude_defaults=True).encode()
+    written = orjson.loads(record)
+    assert set(written) == {n for n, f in Lead.model_fields.items() if not f.exclude}
+    assert set(written["contributions"][0]) == set(Reason.model_fields)
+    assert set(written["transitions"][0]) == set(TransitionRecord.model_fields)
+    assert set(written["first_touch"]) == set(FirstTouch.model_fields)
+
+    class Other(BaseModel):
+        x: int = 0
+
+    class WithOther(BaseModel):
+        parts: list[Other] = []
+
+    with pytest.raises(TypeError, match="WithOther.parts"):
+        lead_json._fields(WithOther, lead_json.KINDS)
 
 
 def test_a_lead_copy_is_apart_from_its_original_and_dumps_what_was_set():
