@@ -19,8 +19,9 @@ import orjson
 from schemas.handoff import COOLED, EVENT_TYPES, SLA_BREACHED, TRANSITIONED, LeadFacts
 from schemas.lead import OrderRecord, Reason, TransitionRecord
 
-__all__ = ["cooled_event", "handoff_event", "order_json", "reason_json", "sla_breached_event",
-           "transition_event", "transition_json"]
+__all__ = ["absorb_json", "cooled_event", "forward_json", "handoff_event", "link_json",
+           "order_json", "reason_json", "sla_breached_event", "transition_event",
+           "transition_json"]
 
 
 def reason_json(r: Reason, decayed: float | None = None) -> dict[str, Any]:
@@ -105,3 +106,28 @@ def sla_breached_event(lead: LeadFacts, hours: float | None) -> bytes:
             "interest_score": float(lead.interest_score), "temperature": lead.temperature,
             "fit_score": float(lead.fit_score), "quality": lead.quality, "origin": lead.origin,
             "email": lead.email, "company": lead.company, "model": _model(lead)})
+
+
+# --- the identity protocol (``schemas.identity``), as ``encode()`` writes its messages ---------
+# The worker writes them from values it made itself (ids, the lead's own history items); the
+# partition that reads one validates it as any message.
+
+
+def _identity(fields: dict[str, Any]) -> bytes:
+    return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+
+
+def link_json(from_: str, into: str, email: str | None, at: datetime | None, via: str) -> bytes:
+    return _identity({"from": from_, "into": into, "kind": "link", "email": email, "at": at,
+                      "via": via})
+
+
+def absorb_json(from_: str, into: str, at: datetime | None, items: list[dict[str, Any]]
+                ) -> bytes:
+    return _identity({"from": from_, "into": into, "kind": "absorb", "at": at,
+                      "items": [{"k": i["k"], "m": i["m"]} for i in items], "hops": 0})
+
+
+def forward_json(from_: str, into: str, item: dict[str, Any], hops: int) -> bytes:
+    return _identity({"from": from_, "into": into, "kind": "forward",
+                      "item": {"k": item["k"], "m": item["m"]}, "hops": hops})

@@ -12,8 +12,8 @@ from funnel.config import ScoringModel
 from funnel.history import item_time
 from funnel.lead_json import facts, snapshot_json
 from funnel.model import Lead, text_or_none
-from schemas.dumps import cooled_event, handoff_event, sla_breached_event, transition_event
-from schemas.identity import Link
+from schemas.dumps import (cooled_event, handoff_event, link_json, sla_breached_event,
+                           transition_event)
 from schemas.lead import TransitionRecord
 from streams.topics import Topics
 from streams.worker.metrics import Metrics
@@ -52,17 +52,16 @@ class Emitter:
         if linked:
             last = new.history.last()   # the message that linked them
             for other in linked:
-                self.identity(other, new.lead_id, Link.model_validate({
-                    "from": other, "into": new.lead_id, "email": text_or_none(new.traits.get("email")),
-                    "at": item_time(last) if last else new.last_activity_at,
-                    "via": "alias" if last and last["m"].get("type") == "alias"
-                    else "identify"}))
+                self.identity(other, new.lead_id, link_json(
+                    other, new.lead_id, text_or_none(new.traits.get("email")),
+                    item_time(last) if last else new.last_activity_at,
+                    "alias" if last and last["m"].get("type") == "alias" else "identify"))
 
-    def identity(self, key: str, cause: str | None, message: object) -> None:
-        """An identity protocol message (``schemas.identity``) for the lead ``key``; ``cause``:
-        the lead whose change sends it (None: a message passed on)."""
-        self.outbox.send(self.topics.identity, key, message.encode(),  # type: ignore[attr-defined]
-                         lead=cause)
+    def identity(self, key: str, cause: str | None, message: bytes) -> None:
+        """An identity protocol message (``schemas.identity``, as its ``encode()`` or
+        ``schemas.dumps`` writes it) for the lead ``key``; ``cause``: the lead whose change
+        sends it (None: a message passed on)."""
+        self.outbox.send(self.topics.identity, key, message, lead=cause)
 
     def snapshot(self, lead: Lead) -> None:
         """The batch's snapshot of ``lead`` on ``funnel.leads`` (its JSON built directly: the

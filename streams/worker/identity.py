@@ -16,7 +16,8 @@ from funnel.decide import CommandRefused, process
 from funnel.history import Item, is_command, item_id, item_time, revive
 from funnel.merge import LinkRefused, accept_link, merge
 from funnel.model import Lead
-from schemas.identity import MAX_HOPS, Absorb, Forward, HistoryItem, Link
+from schemas.dumps import absorb_json, forward_json
+from schemas.identity import MAX_HOPS, Absorb, Forward, Link
 from streams.records import Source
 
 if TYPE_CHECKING:
@@ -44,8 +45,8 @@ class IdentityProtocol:
         if marked is None:
             return   # already merged there
         p.keep(marked, source.partition)
-        p.emitter.identity(link.into, link.from_, Absorb.model_validate(
-            {"from": link.from_, "into": link.into, "at": link.at, "items": history}))
+        p.emitter.identity(link.into, link.from_,
+                           absorb_json(link.from_, link.into, link.at, history))
 
     def on_absorb(self, absorb: Absorb, source: Source) -> None:
         """Replay the merged id's history into this lead."""
@@ -83,9 +84,8 @@ class IdentityProtocol:
     def forward(self, lead: Lead, item: Item) -> None:
         """``item`` arrived under ``lead``'s id, which is merged into another lead."""
         self.p.metrics.inc(self.p.metrics.identity, "forward")
-        self.p.emitter.identity(lead.merged_into or "", None, Forward.model_validate(
-            {"from": lead.lead_id, "into": lead.merged_into, "item": HistoryItem(**item),
-             "hops": 1}))
+        self.p.emitter.identity(lead.merged_into or "", None,
+                                forward_json(lead.lead_id, lead.merged_into or "", item, 1))
 
     def _owner(self, message: Absorb | Forward, source: Source) -> Lead | None:
         """The lead ``message`` is for; None when it was merged on (the message follows) or
@@ -98,5 +98,5 @@ class IdentityProtocol:
                                       f"more than {MAX_HOPS} merged ids in a row")
             return None
         self.p.emitter.identity(lead.merged_into, None, message.model_copy(
-            update={"into": lead.merged_into, "hops": message.hops + 1}))
+            update={"into": lead.merged_into, "hops": message.hops + 1}).encode())
         return None
