@@ -358,7 +358,8 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
     versus = (lambda rate: f"{rate / noop:.2f}× the no-op agent") if ceilings else \
         (lambda rate: "no ceilings measured in the scale run")
     print(f"  worker, events taken           {taken:>10,.0f} events/s   ({versus(taken)}; its "
-          f"process used {watch.busy:.0%} of a core meanwhile)")
+          f"process used {watch.busy:.0%} of a core meanwhile: {watch.busy / taken * 1e6:,.0f} µs "
+          f"of CPU an event, the figure to compare between runs of a busy machine)")
     print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
           f"({versus(end_to_end)}; state, outputs, PostgreSQL)")
     print(f"  behind on its own topics while it ran (most seen, sampled each second): "
@@ -367,9 +368,13 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
     merges, forwards, rereads = (counters.get(k, 0.0) for k in (
         'funnel_identity_total{step="merge"}', 'funnel_identity_total{step="forward"}',
         "funnel_partitions_reread_total"))
-    print(f"  identity: {merges:,.0f} merges and {forwards:,.0f} forwards (each replays the "
-          f"lead's history); partitions read again after FUNNEL_REREAD_SECONDS without "
-          f"progress: {rereads:,.0f}")
+    if counters:
+        print(f"  identity: {merges:,.0f} merges and {forwards:,.0f} forwards (each replays the "
+              f"lead's history); partitions read again after FUNNEL_REREAD_SECONDS without "
+              f"progress: {rereads:,.0f}")
+    else:
+        print("  identity merges and forwards, partitions read again: not known (the worker's "
+              "/metrics did not answer within 5 s)")
     print(f"  worker RSS {rss:,.0f} MB (peak {peak:,.0f} MB) for {ids:,} lead ids = "
           f"{rss * 1024 / max(ids, 1):.1f} KB per lead id in all (the projection process: "
           f"{projection_rss:,.0f} MB more); slope {slope:.2f} KB per "
