@@ -57,7 +57,7 @@ def producer(settings: Settings, **kw: object) -> KafkaProducer:
                          compression_type=settings.compression_type(), **kw)
 
 
-def _ends(consumer: KafkaConsumer, tps: list[TopicPartition]
+def consumer_ends(consumer: KafkaConsumer, tps: list[TopicPartition]
           ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """(the end ListOffsets reports, the true end) of each of ``tps``. ListOffsets alone is not
     trusted: some Kafka-compatible brokers (Tansu 0.6) answer the base offset of the last record
@@ -76,14 +76,14 @@ def _ends(consumer: KafkaConsumer, tps: list[TopicPartition]
 
 def _partition_ends(settings: Settings, partitions: Callable[[KafkaConsumer], list[TopicPartition]]
                     ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """``_ends`` of the partitions ``partitions`` picks once the metadata is known."""
+    """``consumer_ends`` of the partitions ``partitions`` picks once the metadata is known."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
                              enable_auto_commit=False, fetch_max_wait_ms=50,
                              client_id="funnel-offsets")
     try:
         consumer.topics()   # a full metadata refresh, so that every partition is known
         tps = partitions(consumer)
-        return _ends(consumer, tps) if tps else ({}, {})
+        return consumer_ends(consumer, tps) if tps else ({}, {})
     finally:
         consumer.close()
 
@@ -116,7 +116,7 @@ def group_lag(settings: Settings, group: str, topic_names: Iterable[str]) -> int
             tps.extend(TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ())
         if not tps:
             return 0
-        _, ends = _ends(consumer, tps)
+        _, ends = consumer_ends(consumer, tps)
         lag = 0
         for tp in tps:
             done = consumer.committed(tp) or 0
