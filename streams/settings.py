@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     group_id: str | None = Field(None, description="Faust app id / consumer group; default from prefix")
     flush_interval: float = Field(0.25, gt=0, description="seconds between coalesced state flushes")
     flush_max_events: int = Field(2000, ge=1)
+    fetch_wait: float = Field(0.25, gt=0, le=30, description="seconds a consumer's fetch waits "
+                              "for records to come (Faust: 1.5; the embedded broker answers only "
+                              "when the wait is over, so it is each hop's delay on the worker's "
+                              "own topics; idle, a fetch per wait)")
     sink_max_items: int = Field(1000, ge=1, description="snapshots (or spend reports) written "
                                 "to PostgreSQL in one transaction at most")
     sink_interval: float = Field(0.3, gt=0, description="seconds a sink's batch waits at most "

@@ -199,6 +199,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "FUNNEL_STATE_CACHE": str(settings.state_cache),
         "FUNNEL_STATE_MEMORY_MB": str(settings.state_memory_mb),
         "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
+        "FUNNEL_FETCH_WAIT": str(settings.fetch_wait),
         "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "FUNNEL_SINK_MAX_ITEMS": str(settings.sink_max_items),
         "FUNNEL_SINK_INTERVAL": str(settings.sink_interval),

@@ -19,8 +19,9 @@ from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
-from streams.worker.faust_glue import (FaustProducer, ack, admitted, flush_before_wait_empty,
-                                       highwater, reread_stuck, seek_before_resume,
+from streams.worker.faust_glue import (FaustProducer, ack, admitted, fetch_wait,
+                                       flush_before_wait_empty, highwater, reread_stuck,
+                                       seek_before_resume,
                                        seek_in_place, seeked, hand_out_in_turns, settle,
                                        watch_positions)
 from streams.worker.faust_deliver import deliver_without_tasks
@@ -48,6 +49,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     seek_in_place()
     hand_out_in_turns()   # the pipeline adds the topics it serves first
     deliver_without_tasks()
+    fetch_wait(settings.fetch_wait)
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     pipeline = role == "worker"
     projection = role == "projection" or settings.projection == "inline"

@@ -969,3 +969,32 @@ def test_a_stored_offset_inside_the_last_batch_is_set_back_to_its_base_and_nothi
     # past the true end: the topic was deleted or the broker reset; Faust's check says so
     assert fenced(10, reported_end=8, true_end=10) is None
     assert fenced(40, reported_end=0, true_end=0) is None
+
+
+def test_the_worker_consumer_waits_for_records_as_long_as_the_fetch_wait_setting_says():
+    """Faust builds its aiokafka consumer with a 1.5 s fetch wait and no setting for it; the
+    embedded broker answers a waiting fetch only when the wait is over, so that wait was each
+    hop's delay on the worker's own topics. ``fetch_wait`` sets it (``FUNNEL_FETCH_WAIT``), on a
+    real Faust app's consumer, and setting it again does not wrap Faust's method twice."""
+    import faust
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from streams.worker.faust_glue import FETCH_WAIT, fetch_wait
+
+    before = FETCH_WAIT[0]
+    try:
+        fetch_wait(0.25)
+        wrapped = AIOKafkaConsumerThread._create_worker_consumer
+        fetch_wait(0.1)
+        assert AIOKafkaConsumerThread._create_worker_consumer is wrapped
+        app = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+
+        async def made() -> int:
+            consumer = app.consumer._thread._create_worker_consumer(app.transport)
+            await consumer.stop()
+            return consumer._fetch_max_wait_ms
+
+        assert asyncio.run(made()) == 100
+        assert Settings.model_fields["fetch_wait"].default == 0.25
+    finally:
+        FETCH_WAIT[0] = before
