@@ -182,39 +182,20 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
             broker.stop()
 
 
+# the settings a child process gets as they are (``worker_env``)
+PASSED = ("topic_prefix", "partitions", "replication_factor", "data_dir", "db_schema",
+          "session_timeout", "flush_interval", "state_store", "state_cache", "state_memory_mb",
+          "flush_max_events", "fetch_wait", "max_event_bytes", "sink_max_items",
+          "sink_interval", "stall_seconds", "log_level", "cooling_interval", "timer_interval",
+          "http_host", "http_port", "worker_port", "collector_max_inflight",
+          "collector_ack_timeout", "projection", "compression")
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("FUNNEL_ACCEL", "FUNNEL_ACCEL_DIR") or
            not k.startswith("FUNNEL_") and k not in ("BROKER_URL", "WEB_PORT", "STORE_URL")}
-    env.update({
-        "FUNNEL_BROKER": settings.broker or "",
-        "FUNNEL_DATABASE_URL": settings.dsn(),
-        "FUNNEL_TOPIC_PREFIX": settings.topic_prefix,
-        "FUNNEL_PARTITIONS": str(settings.partitions),
-        "FUNNEL_REPLICATION_FACTOR": str(settings.replication_factor),
-        "FUNNEL_DATA_DIR": str(settings.data_dir),
-        "FUNNEL_DB_SCHEMA": settings.db_schema,
-        "FUNNEL_SESSION_TIMEOUT": str(settings.session_timeout),
-        "FUNNEL_FLUSH_INTERVAL": str(settings.flush_interval),
-        "FUNNEL_STATE_STORE": settings.state_store,
-        "FUNNEL_STATE_CACHE": str(settings.state_cache),
-        "FUNNEL_STATE_MEMORY_MB": str(settings.state_memory_mb),
-        "FUNNEL_FLUSH_MAX_EVENTS": str(settings.flush_max_events),
-        "FUNNEL_FETCH_WAIT": str(settings.fetch_wait),
-        "FUNNEL_MAX_EVENT_BYTES": str(settings.max_event_bytes),
-        "FUNNEL_SINK_MAX_ITEMS": str(settings.sink_max_items),
-        "FUNNEL_SINK_INTERVAL": str(settings.sink_interval),
-        "FUNNEL_STALL_SECONDS": str(settings.stall_seconds),
-        "FUNNEL_LOG_LEVEL": settings.log_level,
-        "FUNNEL_COOLING_INTERVAL": str(settings.cooling_interval),
-        "FUNNEL_TIMER_INTERVAL": str(settings.timer_interval),
-        "FUNNEL_HTTP_HOST": settings.http_host,
-        "FUNNEL_HTTP_PORT": str(settings.http_port),
-        "FUNNEL_WORKER_PORT": str(settings.worker_port),
-        "FUNNEL_COLLECTOR_MAX_INFLIGHT": str(settings.collector_max_inflight),
-        "FUNNEL_COLLECTOR_ACK_TIMEOUT": str(settings.collector_ack_timeout),
-        "FUNNEL_PROJECTION": settings.projection,
-        "FUNNEL_COMPRESSION": settings.compression,
-    })
+    env.update({"FUNNEL_BROKER": settings.broker or "", "FUNNEL_DATABASE_URL": settings.dsn()})
+    env.update({f"FUNNEL_{name.upper()}": str(getattr(settings, name)) for name in PASSED})
     if settings.write_keys is not None:
         env["FUNNEL_WRITE_KEYS"] = settings.write_keys.get_secret_value()
     if settings.model is not None:
