@@ -58,7 +58,7 @@ def producer(settings: Settings, **kw: object) -> KafkaProducer:
 
 
 def consumer_ends(consumer: KafkaConsumer, tps: list[TopicPartition]
-          ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+                  ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """(the end ListOffsets reports, the true end) of each of ``tps``. ListOffsets alone is not
     trusted: some Kafka-compatible brokers (Tansu 0.6) answer the base offset of the last record
     batch + 1 there, so the high watermark of a fetch from just before that point is taken when

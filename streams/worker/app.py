@@ -20,10 +20,9 @@ from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustProducer, ack, admitted, fetch_wait,
-                                       flush_before_wait_empty, highwater, reread_stuck,
-                                       seek_before_resume,
-                                       seek_in_place, seeked, hand_out_in_turns, settle,
-                                       watch_positions)
+                                       flush_before_wait_empty, hand_out_in_turns, highwater,
+                                       reread_stuck, seek_before_resume, seek_in_place, seeked,
+                                       settle, watch_positions)
 from streams.worker.faust_deliver import deliver_without_tasks
 from streams.worker.faust_inbox import Inbox
 from streams.worker.faust_state import FaustChangelog, RocksState
