@@ -57,8 +57,8 @@ def producer(settings: Settings, **kw: object) -> KafkaProducer:
                          compression_type=settings.compression_type(), **kw)
 
 
-def consumer_ends(consumer: KafkaConsumer, tps: list[TopicPartition]
-                  ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+def _ends(consumer: KafkaConsumer, tps: list[TopicPartition]
+          ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """(the end ListOffsets reports, the true end) of each of ``tps``. ListOffsets alone is not
     trusted: some Kafka-compatible brokers (Tansu 0.6) answer the base offset of the last record
     batch + 1 there, so the high watermark of a fetch from just before that point is taken when
@@ -76,14 +76,14 @@ def consumer_ends(consumer: KafkaConsumer, tps: list[TopicPartition]
 
 def _partition_ends(settings: Settings, partitions: Callable[[KafkaConsumer], list[TopicPartition]]
                     ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """``consumer_ends`` of the partitions ``partitions`` picks once the metadata is known."""
+    """``_ends`` of the partitions ``partitions`` picks once the metadata is known."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
                              enable_auto_commit=False, fetch_max_wait_ms=50,
                              client_id="funnel-offsets")
     try:
         consumer.topics()   # a full metadata refresh, so that every partition is known
         tps = partitions(consumer)
-        return consumer_ends(consumer, tps) if tps else ({}, {})
+        return _ends(consumer, tps) if tps else ({}, {})
     finally:
         consumer.close()
 
@@ -103,27 +103,8 @@ def end_offsets(settings: Settings, topic_names: Iterable[str]) -> dict[TopicPar
 
 
 def group_lag(settings: Settings, group: str, topic_names: Iterable[str]) -> int:
-    """Messages on ``topic_names`` not yet committed by consumer group ``group``.
-
-    Uses OffsetFetch through a consumer that never joins the group."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), group_id=group,
-                             enable_auto_commit=False, fetch_max_wait_ms=50,
-                             client_id="funnel-lag")
-    try:
-        consumer.topics()
-        tps = []
-        for name in topic_names:
-            tps.extend(TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ())
-        if not tps:
-            return 0
-        _, ends = consumer_ends(consumer, tps)
-        lag = 0
-        for tp in tps:
-            done = consumer.committed(tp) or 0
-            lag += max(ends[tp] - done, 0)
-        return lag
-    finally:
-        consumer.close(autocommit=False)
+    """Messages on ``topic_names`` not yet committed by consumer group ``group``."""
+    return sum(topic_lags(settings, {name: group for name in topic_names}).values())
 
 
 def worker_lag(settings: Settings) -> dict[str, int]:
@@ -131,8 +112,34 @@ def worker_lag(settings: Settings) -> dict[str, int]:
     messages its consumer group has not committed yet."""
     from streams.topics import Topics
 
-    return {topic: group_lag(settings, group, [topic])
-            for topic, group in Topics.from_settings(settings).group_of(settings).items()}
+    return topic_lags(settings, Topics.from_settings(settings).group_of(settings))
+
+
+def topic_lags(settings: Settings, groups: dict[str, str]) -> dict[str, int]:
+    """For each topic of ``groups`` (topic -> the consumer group that reads it), the messages
+    that group has not committed yet: one consumer for every topic's ends and one OffsetFetch
+    per group (an admin client's; neither joins a group). A consumer per topic with an
+    OffsetFetch per partition took 1.6 s for the worker's five topics."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(),
+                             enable_auto_commit=False, fetch_max_wait_ms=50,
+                             client_id="funnel-lag")
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers(), client_id="funnel-lag")
+    try:
+        consumer.topics()
+        tps = [TopicPartition(name, p) for name in groups
+               for p in consumer.partitions_for_topic(name) or ()]
+        ends = _ends(consumer, tps)[1] if tps else {}
+        committed = {group: admin.list_group_offsets(group).get(group, {})
+                     for group in set(groups.values())}
+        lags = dict.fromkeys(groups, 0)
+        for tp in tps:
+            done = committed[groups[tp.topic]].get(tp)
+            offset = done.offset if done is not None and done.offset >= 0 else 0
+            lags[tp.topic] += max(ends[tp] - offset, 0)
+        return lags
+    finally:
+        consumer.close(autocommit=False)
+        admin.close()
 
 
 def read_all(settings: Settings, topic: str, timeout: float = 3.0) -> list:

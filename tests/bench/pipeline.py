@@ -135,44 +135,6 @@ class GroupWatch:
         raise TimeoutError(f"group {self.group} not done after {timeout}s")
 
 
-class LagWatch:
-    """The messages the worker's groups have not committed on the topics they read, asked
-    through clients kept open: ~0.21 s an answer here (``streams.clients.worker_lag`` makes a
-    consumer per topic for each answer: 1.6 s, so the tail it timed ran up to ~2 s late)."""
-
-    def __init__(self, s: Settings, groups: dict[str, str]) -> None:
-        self.admin = KafkaAdminClient(bootstrap_servers=s.bootstrap_servers())
-        self.consumer = KafkaConsumer(bootstrap_servers=s.bootstrap_servers(),
-                                      enable_auto_commit=False, fetch_max_wait_ms=50,
-                                      client_id="funnel-bench-lag")
-        self.consumer.topics()
-        self.groups: dict[str, list[TopicPartition]] = {}
-        for topic, group in groups.items():
-            self.groups.setdefault(group, []).extend(
-                TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ())
-
-    def __enter__(self) -> "LagWatch":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.consumer.close(autocommit=False)
-        self.admin.close()
-
-    def behind(self) -> int:
-        from streams.clients import consumer_ends
-
-        tps = [tp for tps in self.groups.values() for tp in tps]
-        self.consumer.unsubscribe()   # the partitions' state afresh: no end known from before
-        _, ends = consumer_ends(self.consumer, tps)
-        lag = 0
-        for group, tps in self.groups.items():
-            offsets = self.admin.list_group_offsets(group).get(group, {})
-            for tp in tps:
-                done = offsets[tp].offset if tp in offsets and offsets[tp].offset >= 0 else 0
-                lag += max(ends[tp] - done, 0)
-        return lag
-
-
 def worker_code(s: Settings, leads: int, seed: int) -> float:
     """Events/s of the worker's own code on one core, with no Faust and no broker: the same
     traffic through the same ``Pipeline``, ``Checkpoint`` and ``LeadStore`` (memory state) on the
@@ -334,7 +296,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                    ceilings: bool = True) -> None:
     """``ceilings``: also the Faust no-op agent and the worker's own code on the same traffic
     (off for the scale run: at a million leads they would add ~40 minutes)."""
-    from streams.clients import ensure_topics, group_lag
+    from streams.clients import ensure_topics, group_lag, worker_lag
     from streams.topics import Topics
     from streams.db.migrate import migrate
     from streams.embedded.runner import spawn_worker, stack, stop_worker, worker_env
@@ -362,11 +324,10 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                 taken, first_at = watch.rate(proc, timeout, probe=lambda: {
                     t: group_lag(s, groups[t], [t]) for t in own})
                 taken_at = time.monotonic()
-                with LagWatch(s, groups) as lag:
-                    while lag.behind() > 0:
-                        if time.monotonic() - first_at > timeout or proc.poll() is not None:
-                            raise RuntimeError("the worker did not catch up")
-                        time.sleep(0.05)
+                while sum(worker_lag(s).values()) > 0:
+                    if time.monotonic() - first_at > timeout or proc.poll() is not None:
+                        raise RuntimeError("the worker did not catch up")
+                    time.sleep(0.05)
                 end_to_end = n / (time.monotonic() - first_at)
                 tail = time.monotonic() - taken_at
                 rss, peak = rss_mb(proc.pid)
