@@ -109,8 +109,9 @@ def sla_breached_event(lead: LeadFacts, hours: float | None) -> bytes:
 
 
 # --- the identity protocol (``schemas.identity``), as ``encode()`` writes its messages ---------
-# The worker writes them from values it made itself (ids, the lead's own history items); the
-# partition that reads one validates it as any message.
+# The worker writes them from values it made itself (ids, the lead's own history items, each
+# ``{"k", "m"}`` as ``funnel.history.compact`` made it); the partition that reads one validates
+# it as any message.
 
 
 def _identity(fields: dict[str, Any]) -> bytes:
@@ -124,10 +125,10 @@ def link_json(from_: str, into: str, email: str | None, at: datetime | None, via
 
 def absorb_json(from_: str, into: str, at: datetime | None, items: list[dict[str, Any]]
                 ) -> bytes:
-    return _identity({"from": from_, "into": into, "kind": "absorb", "at": at,
-                      "items": [{"k": i["k"], "m": i["m"]} for i in items], "hops": 0})
+    return _identity({"from": from_, "into": into, "kind": "absorb", "at": at, "items": items,
+                      "hops": 0})
 
 
 def forward_json(from_: str, into: str, item: dict[str, Any], hops: int) -> bytes:
-    return _identity({"from": from_, "into": into, "kind": "forward",
-                      "item": {"k": item["k"], "m": item["m"]}, "hops": hops})
+    return _identity({"from": from_, "into": into, "kind": "forward", "item": item,
+                      "hops": hops})
