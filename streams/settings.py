@@ -31,8 +31,11 @@ class Settings(BaseSettings):
         "process of `funnel worker`, on a core of its own, consumer group <group>-projection), "
         "inline (in the worker's own process and group) or off (run `funnel projection` "
         "elsewhere)")
-    state_cache: int = Field(2_000, ge=100, description="decoded leads the worker keeps in "
-                             "memory (least recently used go first)")
+    state_cache: int = Field(10_000, ge=100, description="decoded leads the worker keeps in "
+                             "memory at most (least recently used go first)")
+    state_cache_mb: int = Field(256, ge=8, description="the memory those decoded leads may take "
+                                "at most (estimated from their records' and histories' bytes: "
+                                "a lead with a long history takes what dozens of short ones do)")
     state_memory_mb: int = Field(256, ge=16, description="RocksDB's memory for the worker's "
                                  "tables (block cache and write buffers, all partitions and "
                                  "both tables together)")

@@ -184,8 +184,8 @@ def stack(settings: Settings, *, echo=print) -> Iterator[Settings]:
 
 # the settings a child process gets as they are (``worker_env``)
 PASSED = ("topic_prefix", "partitions", "replication_factor", "data_dir", "db_schema",
-          "session_timeout", "flush_interval", "state_store", "state_cache", "state_memory_mb",
-          "flush_max_events", "fetch_wait", "max_event_bytes", "sink_max_items",
+          "session_timeout", "flush_interval", "state_store", "state_cache", "state_cache_mb",
+          "state_memory_mb", "flush_max_events", "fetch_wait", "max_event_bytes", "sink_max_items",
           "sink_interval", "stall_seconds", "log_level", "cooling_interval", "timer_interval",
           "http_host", "http_port", "worker_port", "collector_max_inflight",
           "collector_ack_timeout", "projection", "compression")

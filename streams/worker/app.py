@@ -130,9 +130,10 @@ def lead_tables(app: faust.App, settings: Settings, model: ScoringModel, produce
                               key_type=str, value_type=bytes,
                               options=rocksdb_options(settings, 0.25))
     state, histories = state_of(table, settings), state_of(history_table, settings)
-    store = LeadStore(state, model, settings.state_cache, histories)
-    return store, FaustChangelog(table, state, producer), FaustChangelog(history_table, histories,
-                                                                        producer)
+    store = LeadStore(state, model, settings.state_cache, histories,
+                      settings.state_cache_mb << 20)
+    return store, FaustChangelog(table, store.state, producer), FaustChangelog(
+        history_table, histories, producer)
 
 
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,

@@ -27,7 +27,7 @@ from streams.settings import Settings
 from streams.topics import Topics
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.pipeline import Pipeline
-from streams.worker.store import LeadStore, MemoryState
+from streams.worker.store import LeadStore, MemoryState, State
 
 STATE, HISTORY = "lead-state", "lead-history"
 
@@ -95,7 +95,7 @@ class SimChangelog:
     """A table's changelog: ``write`` stores locally and queues; the queue reaches the broker
     record by record at the producer's next flush (the fuse may blow between two records)."""
 
-    def __init__(self, broker: Broker, topic: str, local: MemoryState, fuse: Fuse,
+    def __init__(self, broker: Broker, topic: str, local: State, fuse: Fuse,
                  producer: SimProducer) -> None:
         self.broker, self.topic, self.local, self.fuse = broker, topic, local, fuse
         self.queued: list[tuple[int, str, bytes]] = []
@@ -144,10 +144,11 @@ class Cluster:
         against the lead as it stands when it arrives, as a sales rep's click is."""
         state = MemoryState(self.broker.table(STATE))
         histories = MemoryState(self.broker.table(HISTORY))
-        store = LeadStore(state, self.model, cache_size, histories)
+        store = LeadStore(state, self.model, cache_size, histories,
+                          self.settings.state_cache_mb << 20)
         pipeline = Pipeline(store, self.settings, self.model, self.topics)
         producer = SimProducer(self.broker, fuse)
-        changelog = SimChangelog(self.broker, STATE, state, fuse, producer)
+        changelog = SimChangelog(self.broker, STATE, store.state, fuse, producer)
         history_log = SimChangelog(self.broker, HISTORY, histories, fuse, producer)
         checkpoint = Checkpoint(max_events=rnd.randint(1, max_batch), max_seconds=1e9)
         positions = dict(self.committed)

@@ -249,6 +249,58 @@ def test_the_store_keeps_a_bounded_cache_and_never_drops_a_lead_before_it_is_wri
     assert sorted(store.keys(1))[:2] == ["u-1", "u-101"]
 
 
+def heavy_lead(lead_id: str, messages: int):
+    lead = new_lead(lead_id, MODEL)
+    for i in range(messages):
+        lead, _ = process(lead, event(name="Content Downloaded", lead=lead_id,
+                                      when=T0 + timedelta(hours=i), properties={"n": i}), MODEL)
+    return lead
+
+
+def test_the_cache_is_bounded_in_bytes_too_and_its_estimate_is_near_a_leads_real_memory():
+    import gc
+    import tracemalloc
+
+    from funnel.history import History
+    from streams.worker.store import lead_memory
+
+    for lead in (heavy_lead("u-1", 1), heavy_lead("u-20", 20), heavy_lead("u-h", 200)):  # against a
+        raw, blob = encode(lead), lead.history.encode()   # lead decoded for real
+        gc.collect()
+        tracemalloc.start()
+        back = decode(raw)
+        back.history = History.decode(blob)
+        real, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert 0.7 < lead_memory(len(raw), back) / real < 1.3, (lead.lead_id, real)
+
+    heavy = heavy_lead("h-0", 200)
+    small = heavy_lead("s-0", 2)
+    table: dict[str, bytes] = {}
+    budget = 40 * lead_memory(len(encode(small)), small)
+    store = LeadStore(table, MODEL, cache_size=1000, cache_bytes=budget)
+
+    def checkpoint():
+        for lead_id, (p, lead) in store.take_dirty().items():
+            store.state.put(p, lead_id, encode(lead))   # as the changelog writes it
+        store.trim()
+
+    for i in range(3):
+        store.keep(heavy.model_copy(update={"lead_id": f"h-{i}"}), 0)
+    store.trim()
+    assert len(store.cache) == 3   # all dirty: none may go before the checkpoint
+    for i in range(60):
+        store.keep(small.model_copy(update={"lead_id": f"s-{i}"}), 1)
+    checkpoint()
+    # the heavy leads were used longest ago: out first, until the rest fits
+    assert store.held <= budget and not any(f"h-{i}" in store.cache for i in range(3))
+    assert 30 <= len(store.cache) <= 40 and "s-59" in store.cache and "s-0" not in store.cache
+    assert store.held == sum(store.memory[k] for k in store.cache)
+    assert store.load("h-1", 0).version == heavy.version   # read back from the table's bytes
+    store.forget({1})
+    assert store.held == 0 and not store.cache
+
+
 def test_a_lead_record_is_compact_versioned_without_its_history_and_old_records_decode():
     lead, _ = process(new_lead("u-1", MODEL), identify(lead="u-1"), MODEL)
     record = encode(lead, batch=7)
