@@ -130,6 +130,32 @@ def traffic(plan: Plan) -> list[tuple[str | None, bytes]]:
     return messages
 
 
+def groups_described(settings: Settings) -> str:
+    """The worker's consumer groups as the broker describes them (each one's state and
+    members): what a stall's report needs — a group that still holds members of killed
+    processes never hands their partitions to the live one."""
+    from kafka.admin import KafkaAdminClient
+
+    from streams.topics import Topics
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers())
+    except Exception as exc:  # noqa: BLE001  (a report: say why it is missing)
+        return f"groups not described: {exc!r}"
+    # Tansu answers authorized operations kafka-python has no name for: left as numbers
+    admin._process_acl_operations = lambda result: result
+    try:
+        groups = sorted(set(Topics.from_settings(settings).group_of(settings).values()))
+        described = admin.describe_groups(groups)
+        return "; ".join(f"group {g}: {d['group_state']}, {len(d['members'])} member(s) "
+                         f"{[m['member_id'] for m in d['members']]}"
+                         for g, d in sorted(described.items()))
+    except Exception as exc:  # noqa: BLE001
+        return f"groups not described: {exc!r}"
+    finally:
+        admin.close()
+
+
 def run(settings: Settings, tmp: Path, plan: Plan,
         pg: Callable[[float], None] | None = None) -> Outcome:
     """Publish, kill, restart, catch up, check. ``pg(seconds)`` stops PostgreSQL that long."""
@@ -169,7 +195,8 @@ def run(settings: Settings, tmp: Path, plan: Plan,
         deadline = time.monotonic() + plan.catch_up
         while not wait_caught_up(settings, timeout=10):
             if fleet.dead() or time.monotonic() > deadline:
-                out.problems.append(f"stalled: not caught up within {plan.catch_up:.0f} s")
+                out.problems.append(f"stalled: not caught up within {plan.catch_up:.0f} s; "
+                                    f"{groups_described(settings)} (logs in {tmp})")
                 break
         if fleet.dead():
             out.problems.append(f"worker(s) {fleet.dead()} exited on their own, last log: "

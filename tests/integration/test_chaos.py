@@ -7,7 +7,7 @@ reason, and no stall. The long runs: ``python -m tests.chaos`` (README, "Chaos r
 
 from __future__ import annotations
 
-from tests.chaos.harness import Plan, run
+from tests.chaos.harness import Plan, groups_described, run
 from tests.integration.conftest import fresh_settings
 
 
@@ -19,6 +19,10 @@ def test_a_worker_killed_five_times_among_hostile_messages_ends_as_the_replay(ba
     assert out.kills == 5
     assert not out.problems, "\n".join(out.problems[:20])
     assert out.leads > 100 and out.handoffs > 20 and out.dead_letters >= 500
+    # what a stall would report of the groups: the broker describes both
+    described = groups_described(settings)
+    assert f"group {settings.app_id}: " in described, described
+    assert f"group {settings.projection_group}: " in described, described
 
 
 def test_two_workers_started_together_each_killed_once_end_as_the_replay(backends, tmp_path):
