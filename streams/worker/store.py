@@ -19,7 +19,6 @@ Faust-free: a plain dict serves as the table in the unit tests.
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Protocol
@@ -191,8 +190,7 @@ class LeadStore:
         excess = len(self.cache) - self.cache_size
         if excess <= 0 and self.held <= self.cache_bytes:
             return
-        for lead_id in list(self.cache) if self.held > self.cache_bytes else \
-                list(itertools.islice(self.cache, excess)):
+        for lead_id in list(self.cache):   # least recently used first
             if excess <= 0 and self.held <= self.cache_bytes:
                 break
             if lead_id not in self.dirty:

@@ -296,7 +296,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                    ceilings: bool = True) -> None:
     """``ceilings``: also the Faust no-op agent and the worker's own code on the same traffic
     (off for the scale run: at a million leads they would add ~40 minutes)."""
-    from streams.clients import ensure_topics, group_lag, worker_lag
+    from streams.clients import ensure_topics, topic_lags, worker_lag
     from streams.topics import Topics
     from streams.db.migrate import migrate
     from streams.embedded.runner import spawn_worker, stack, stop_worker, worker_env
@@ -321,8 +321,8 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
                 own = (s.topic("identity"), s.topic("leads"))
                 groups = Topics.from_settings(s).group_of(s)
-                taken, first_at = watch.rate(proc, timeout, probe=lambda: {
-                    t: group_lag(s, groups[t], [t]) for t in own})
+                taken, first_at = watch.rate(proc, timeout, probe=lambda: topic_lags(
+                    s, {t: groups[t] for t in own}))
                 taken_at = time.monotonic()
                 while sum(worker_lag(s).values()) > 0:
                     if time.monotonic() - first_at > timeout or proc.poll() is not None:
@@ -362,7 +362,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
           f"of CPU an event, the figure to compare between runs of a busy machine)")
     print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
           f"({versus(end_to_end)}; state, outputs, PostgreSQL)")
-    print(f"  behind on its own topics while it ran (most seen, sampled each second): "
+    print(f"  behind on its own topics while it ran (most seen, sampled every two seconds): "
           f"{watch.most.get(own[0], 0):,} identity messages, {watch.most.get(own[1], 0):,} "
           f"snapshots; all of it done {tail:.1f}s after the last event was committed")
     merges, forwards, rereads = (counters.get(k, 0.0) for k in (
