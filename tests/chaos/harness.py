@@ -93,6 +93,14 @@ class Fleet:
         lines = logs[-1].read_text(errors="replace").splitlines() if logs else []
         return next((ln for ln in lines if "Crashed reason" in ln or "Error" in ln), "")[:300]
 
+    def warnings(self, most: int = 12) -> list[str]:
+        """The last warnings and errors of the newest worker log (the projection child writes
+        there too): what a stall's report carries, as its logs may be gone when it is read
+        (pytest keeps three runs' temporary directories; CI's machine none)."""
+        logs = sorted(self.tmp.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
+        lines = logs[-1].read_text(errors="replace").splitlines() if logs else []
+        return [ln[:240] for ln in lines if "WARNING" in ln or "ERROR" in ln][-most:]
+
     def dead(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is not None]
 
@@ -197,6 +205,7 @@ def run(settings: Settings, tmp: Path, plan: Plan,
             if fleet.dead() or time.monotonic() > deadline:
                 out.problems.append(f"stalled: not caught up within {plan.catch_up:.0f} s; "
                                     f"{groups_described(settings)} (logs in {tmp})")
+                out.problems += [f"  log: {ln}" for ln in fleet.warnings()]
                 break
         if fleet.dead():
             out.problems.append(f"worker(s) {fleet.dead()} exited on their own, last log: "
