@@ -88,18 +88,20 @@ class Fleet:
             if p is not None:
                 stop_worker(p)
 
-    def last_error(self) -> str:
+    def newest_log(self) -> list[str]:
+        """The lines of the worker log written last (the projection child writes there too)."""
         logs = sorted(self.tmp.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
-        lines = logs[-1].read_text(errors="replace").splitlines() if logs else []
+        return logs[-1].read_text(errors="replace").splitlines() if logs else []
+
+    def last_error(self) -> str:
+        lines = self.newest_log()
         return next((ln for ln in lines if "Crashed reason" in ln or "Error" in ln), "")[:300]
 
     def warnings(self, most: int = 12) -> list[str]:
-        """The last warnings and errors of the newest worker log (the projection child writes
-        there too): what a stall's report carries, as its logs may be gone when it is read
-        (pytest keeps three runs' temporary directories; CI's machine none)."""
-        logs = sorted(self.tmp.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
-        lines = logs[-1].read_text(errors="replace").splitlines() if logs else []
-        return [ln[:240] for ln in lines if "WARNING" in ln or "ERROR" in ln][-most:]
+        """The newest log's last warnings and errors: what a stall's report carries, as its logs
+        may be gone when it is read (pytest keeps three runs' temporary directories; CI's
+        machine none)."""
+        return [ln[:240] for ln in self.newest_log() if "WARNING" in ln or "ERROR" in ln][-most:]
 
     def dead(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is not None]
