@@ -190,13 +190,17 @@ class LeadStore:
         excess = len(self.cache) - self.cache_size
         if excess <= 0 and self.held <= self.cache_bytes:
             return
-        for lead_id in list(self.cache):   # least recently used first
-            if excess <= 0 and self.held <= self.cache_bytes:
+        held, victims = self.held, []
+        for lead_id in self.cache:   # least recently used first, only as far as needed
+            if excess <= 0 and held <= self.cache_bytes:
                 break
             if lead_id not in self.dirty:
-                del self.cache[lead_id]
-                self.held -= self.memory.pop(lead_id, 0)
+                victims.append(lead_id)
+                held -= self.memory.get(lead_id, 0)
                 excess -= 1
+        for lead_id in victims:
+            del self.cache[lead_id]
+            self.held -= self.memory.pop(lead_id, 0)
 
     def measure(self) -> None:
         """The memory of the cached leads written since the last call, from their records."""
