@@ -32,6 +32,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.settings import Settings
+from tests.bench.cpu import CpuAccount, children, cpu_seconds, machine_bound
 
 CHUNK = 4000   # simulated leads generated (and published) at a time: memory stays flat
 
@@ -105,11 +106,13 @@ class GroupWatch:
                    if tp in offsets and offsets[tp].offset >= 0)
 
     def rate(self, proc: subprocess.Popen, timeout: float,
-             probe: Callable[[], dict[str, int]] | None = None) -> tuple[float, float]:
+             probe: Callable[[], dict[str, int]] | None = None,
+             at_first: Callable[[], None] | None = None) -> tuple[float, float]:
         """(events/s, the moment of the first commit seen) until everything is committed.
         ``samples`` keeps (events committed, process RSS MB) on the way; ``most`` the largest
         value ``probe()`` gave per key, asked about every two seconds (each probe reads the
-        last record batch of every partition probed: this bench shares the worker's two cores)."""
+        last record batch of every partition probed: this bench shares the worker's two cores);
+        ``at_first()`` is called at the first commit seen (``first_n``: the events it held)."""
         first_at, first_n, probed, cpu_at = None, 0, 0.0, 0.0
         self.samples: list[tuple[int, float]] = []
         self.busy = float("nan")   # CPU seconds the process used per second while it ran
@@ -126,6 +129,9 @@ class GroupWatch:
                     self.most[key] = max(self.most.get(key, 0), value)
             if first_at is None and done > 0:
                 first_at, first_n, cpu_at = now, done, cpu_seconds(proc.pid)
+                self.first_n = first_n
+                if at_first is not None:
+                    at_first()
             if done >= self.total and first_at is not None:
                 self.busy = (cpu_seconds(proc.pid) - cpu_at) / max(now - first_at, 1e-9)
                 if done == first_n:   # all of it in the first commit seen: too few to time
@@ -165,20 +171,6 @@ def rss_mb(pid: int) -> tuple[float, float]:
             name, value = line.split(":")
             fields[name] = int(value.split()[0]) / 1024
     return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (the projection process of ``funnel worker``)."""
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
-    return out
 
 
 def memory_slope(samples: list[tuple[int, float]], n: int, ids: int, since: float = 0.25
@@ -276,7 +268,7 @@ def ceiling_rates(s: Settings, leads: int, tmp: str, timeout: float
 
 def noop_rate(s: Settings, tmp: str, timeout: float, name: str) -> float:
     """Events/s of a Faust no-op agent reading the events topic in a group of its own (``name``:
-    ``noop…``; ``…-deliver`` on the worker's path)."""
+    ``noop…``; ``…-deliver`` on the worker's path); ``NOOP_CPU[name]``: its CPU an event (µs)."""
     from streams.embedded.runner import stop_worker, worker_env
 
     group = f"{s.topic_prefix}{name}"
@@ -287,9 +279,15 @@ def noop_rate(s: Settings, tmp: str, timeout: float, name: str) -> float:
         stdout=open(Path(tmp) / f"{group}.log", "wb"), stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
-        return GroupWatch(s, group, s.topic("events")).rate(noop, timeout)[0]
+        watch = GroupWatch(s, group, s.topic("events"))
+        rate = watch.rate(noop, timeout)[0]
+        NOOP_CPU[name] = watch.busy / rate * 1e6
+        return rate
     finally:
         stop_worker(noop)
+
+
+NOOP_CPU: dict[str, float] = {}
 
 
 def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float = 3600,
@@ -321,14 +319,16 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
                 own = (s.topic("identity"), s.topic("leads"))
                 groups = Topics.from_settings(s).group_of(s)
+                account = CpuAccount(proc.pid, Path(tmp) / "pg")
                 taken, first_at = watch.rate(proc, timeout, probe=lambda: topic_lags(
-                    s, {t: groups[t] for t in own}))
+                    s, {t: groups[t] for t in own}), at_first=account.start)
                 taken_at = time.monotonic()
                 while sum(worker_lag(s).values()) > 0:
                     if time.monotonic() - first_at > timeout or proc.poll() is not None:
                         raise RuntimeError("the worker did not catch up")
                     time.sleep(0.05)
                 end_to_end = n / (time.monotonic() - first_at)
+                used = account.stop()
                 tail = time.monotonic() - taken_at
                 rss, peak = rss_mb(proc.pid)
                 projection_rss = sum(rss_mb(child)[0] for child in children(proc.pid))
@@ -362,6 +362,14 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
           f"of CPU an event, the figure to compare between runs of a busy machine)")
     print(f"  worker, end to end             {end_to_end:>10,.0f} events/s   "
           f"({versus(end_to_end)}; state, outputs, PostgreSQL)")
+    print(f"  CPU an event from the first commit until all was done: "
+          f"{machine_bound(used, n - watch.first_n)}")
+    if ceilings:
+        worker_cpu = used["worker"] / max(n - watch.first_n, 1) * 1e6
+        print(f"  the no-op agent's process: {NOOP_CPU['noop']:,.0f} µs of CPU an event "
+              f"({NOOP_CPU['noop-again']:,.0f} run again); the worker's "
+              f"{worker_cpu:,.0f} = {NOOP_CPU['noop'] / worker_cpu:.2f}× the no-op's rate at "
+              f"equal CPU (a ratio the machine's other tenants move less than the rates')")
     print(f"  behind on its own topics while it ran (most seen, sampled every two seconds): "
           f"{watch.most.get(own[0], 0):,} identity messages, {watch.most.get(own[1], 0):,} "
           f"snapshots; all of it done {tail:.1f}s after the last event was committed")

@@ -8,7 +8,7 @@ import uuid
 import orjson
 import requests
 
-from tests.bench.pipeline import children
+from tests.bench.cpu import children
 
 from tests.integration.conftest import query, wait_for
 
