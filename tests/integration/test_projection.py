@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from funnel.config import load_model
 from funnel.decide import new_lead
 from streams.db.migrate import migrate
-from streams.db.writer import Projection
+from streams.db.writer import LEAD_COLUMNS, Projection, lead_row, order_rows, transition_rows
 from tests.integration.conftest import fresh_settings, query
 
 T = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -81,3 +83,71 @@ def test_many_workers_migrating_one_new_schema_at_once_all_succeed_and_apply_it_
     applied = [names for names in results if names]
     assert len(applied) == 1 and applied[0][0] == "001_leads.sql"
     assert query(settings, "SELECT count(*) FROM schema_migrations") == [(len(applied[0]),)]
+
+
+def test_every_column_of_every_row_is_the_snapshots_value_and_its_moves_and_orders_are_kept(
+        backends, tmp_path):
+    """The rows go through a temporary table (``COPY``, then one statement a table): each lead
+    row holds its newest snapshot's values, column by column, and every stage change and order
+    the snapshots carry is there once, written again or not."""
+    from funnel.decide import process
+    from funnel.lead_json import snapshot_json
+    from funnel.model import Lead
+    from schemas.lead import LeadSnapshot
+    from tests.unit.helpers import simulated_history
+
+    settings = fresh_settings(backends, tmp_path)
+    migrate(settings.dsn(), settings.db_schema)
+    model = load_model()
+    leads: dict[str, Lead] = {}
+    batches: list[list[LeadSnapshot]] = [[]]
+    for m in simulated_history(150, seed=7, days=60)[0]:
+        key = getattr(m, "userId", None) or getattr(m, "anonymousId", None) or m.lead_id
+        lead, _ = process(leads.get(key) or new_lead(key, model), m, model)
+        leads[key] = lead
+        batches[-1].append(LeadSnapshot.model_validate_json(snapshot_json(lead)))
+        if len(batches[-1]) == 300:
+            batches.append([])
+
+    async def scenario():
+        p = Projection(settings.dsn(), settings.db_schema)
+        for batch in batches:
+            await p.write(batch)
+        await p.write(batches[0])   # older snapshots again: nothing changes
+        await p.close()
+
+    asyncio.run(scenario())
+    newest = {lead_id: LeadSnapshot.model_validate_json(snapshot_json(lead))
+              for lead_id, lead in leads.items()}
+    rows = {row[0]: row for row in query(settings, f"SELECT {', '.join(LEAD_COLUMNS)} FROM leads")}
+    assert set(rows) == set(newest) and len(rows) > 100
+
+    def same(column: str, got: object, want: object) -> bool:
+        if isinstance(got, Decimal):        # numeric(14, 2)
+            return got == Decimal(str(round(float(want), 2)))  # type: ignore[arg-type]
+        if isinstance(got, (dict, list)):   # jsonb: the same JSON values
+            return got == json.loads(want)  # type: ignore[arg-type]
+        return got == want
+
+    for lead_id, snapshot in newest.items():
+        for column, got, want in zip(LEAD_COLUMNS, rows[lead_id], lead_row(snapshot)):
+            assert same(column, got, want), (lead_id, column, got, want)
+    moves = {(r[0], r[1]): r for r in transition_rows_of(newest.values())}
+    stored = query(settings, "SELECT lead_id, version, from_stage, to_stage, trigger, occurred_at,"
+                             " actor, reason, reasons FROM lead_transitions")
+    assert len(stored) == len(moves) > 20
+    for row in stored:
+        want = moves[(row[0], row[1])]
+        assert row[:8] == want[:8] and row[8] == json.loads(want[8])
+    orders = {(o[0], o[1]): o for s in newest.values() for o in order_rows(s)}
+    stored_orders = query(settings, "SELECT lead_id, order_id, occurred_at, amount, currency, "
+                                    "source FROM lead_orders")
+    assert len(stored_orders) == len(orders) > 0
+    for row in stored_orders:
+        want = orders[(row[0], row[1])]
+        assert row[2] == want[2] and row[3] == Decimal(str(round(want[3], 2))) and \
+            row[4:] == want[4:]
+
+
+def transition_rows_of(snapshots):
+    return [row for s in snapshots for row in transition_rows(s)]
