@@ -63,19 +63,21 @@ class Staged:
     ROWS``) is made once per connection; a value PostgreSQL refuses is refused in the ``COPY``,
     as it was in the ``INSERT`` (the same column types)."""
 
-    def __init__(self, table: str, columns: list[str], move: str) -> None:
-        self.temp = f"funnel_{table}_in"
-        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    def __init__(self, table: str, columns: list[str], conflict: str,
+                 stamped: bool = False) -> None:
+        """``conflict``: the move's ``ON CONFLICT`` clause (``{sets}``: every column but the
+        first set from ``EXCLUDED``); ``stamped``: the table's ``updated_at`` set to ``now()``."""
+        self.temp = sql.Identifier(f"funnel_{table}_in")
+        target, cols = sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         self.create = sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {temp} (LIKE {table} "
                               "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
-            temp=sql.Identifier(self.temp), table=sql.Identifier(table))
-        self.copy = sql.SQL("COPY {temp} ({cols}) FROM STDIN").format(
-            temp=sql.Identifier(self.temp), cols=cols)
-        self.move = sql.SQL("INSERT INTO {table} ({cols}{extra}) SELECT {cols}{now} FROM {temp} "
-                            + move).format(
-            table=sql.Identifier(table), cols=cols, temp=sql.Identifier(self.temp),
-            extra=sql.SQL(", updated_at" if table == "leads" else ""),
-            now=sql.SQL(", now()" if table == "leads" else ""),
+            temp=self.temp, table=target)
+        self.copy = sql.SQL("COPY {temp} ({cols}) FROM STDIN").format(temp=self.temp, cols=cols)
+        stamp = sql.SQL(", updated_at" if stamped else "")
+        self.move = sql.SQL("INSERT INTO {table} ({cols}{stamp}) SELECT {cols}{now} FROM {temp} "
+                            + conflict).format(
+            table=target, cols=cols, stamp=stamp, temp=self.temp,
+            now=sql.SQL(", now()" if stamped else ""),
             sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
                                     for c in columns[1:]))
 
@@ -88,7 +90,7 @@ class Staged:
 
 STAGED_LEADS = Staged("leads", LEAD_COLUMNS,
                       "ON CONFLICT (lead_id) DO UPDATE SET {sets}, updated_at = now() "
-                      "WHERE leads.version < EXCLUDED.version")
+                      "WHERE leads.version < EXCLUDED.version", stamped=True)
 STAGED_TRANSITIONS = Staged("lead_transitions", TRANSITION_COLUMNS,
                             "ON CONFLICT (lead_id, version) DO NOTHING")
 STAGED_ORDERS = Staged("lead_orders", ORDER_COLUMNS, "ON CONFLICT (lead_id, order_id) DO NOTHING")
@@ -148,10 +150,14 @@ class Projection:
     async def _connection(self) -> psycopg.AsyncConnection:
         if self.conn is None or self.conn.closed:
             conn = await psycopg.AsyncConnection.connect(self.dsn, **connect_kwargs(self.schema))
-            async with conn.cursor() as cur:
-                for staged in STAGED:
-                    await cur.execute(staged.create)
-            await conn.commit()
+            try:
+                async with conn.cursor() as cur:
+                    for staged in STAGED:
+                        await cur.execute(staged.create)
+                await conn.commit()
+            except BaseException:
+                await conn.close()   # not left open behind the retry's new connection
+                raise
             self.conn = conn
         return self.conn
 

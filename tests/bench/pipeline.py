@@ -114,6 +114,7 @@ class GroupWatch:
         last record batch of every partition probed: this bench shares the worker's two cores);
         ``at_first()`` is called at the first commit seen (``first_n``: the events it held)."""
         first_at, first_n, probed, cpu_at = None, 0, 0.0, 0.0
+        self.first_n = 0
         self.samples: list[tuple[int, float]] = []
         self.busy = float("nan")   # CPU seconds the process used per second while it ran
         self.most: dict[str, int] = {}
@@ -258,17 +259,17 @@ def broker_rss() -> float:
 
 
 def ceiling_rates(s: Settings, leads: int, tmp: str, timeout: float
-                  ) -> tuple[float, float, float]:
-    """(the Faust no-op agent's events/s on the same topic, the same on the worker's path —
-    fetched messages handed over into an inbox taken in batches (``streams.worker.faust_inbox``)
-    — the worker's own code's)."""
-    return (noop_rate(s, tmp, timeout, "noop"), noop_rate(s, tmp, timeout, "noop-deliver"),
+                  ) -> tuple[tuple[float, float], float, float]:
+    """(the Faust no-op agent's events/s on the same topic and its CPU an event, the events/s
+    on the worker's path — fetched messages handed over into an inbox taken in batches
+    (``streams.worker.faust_inbox``) — and the worker's own code's)."""
+    return (noop_rate(s, tmp, timeout, "noop"), noop_rate(s, tmp, timeout, "noop-deliver")[0],
             worker_code(s, leads, seed=20))
 
 
-def noop_rate(s: Settings, tmp: str, timeout: float, name: str) -> float:
-    """Events/s of a Faust no-op agent reading the events topic in a group of its own (``name``:
-    ``noop…``; ``…-deliver`` on the worker's path); ``NOOP_CPU[name]``: its CPU an event (µs)."""
+def noop_rate(s: Settings, tmp: str, timeout: float, name: str) -> tuple[float, float]:
+    """(events/s, µs of CPU an event) of a Faust no-op agent reading the events topic in a group
+    of its own (``name``: ``noop…``; ``…-deliver`` on the worker's path)."""
     from streams.embedded.runner import stop_worker, worker_env
 
     group = f"{s.topic_prefix}{name}"
@@ -281,13 +282,9 @@ def noop_rate(s: Settings, tmp: str, timeout: float, name: str) -> float:
     try:
         watch = GroupWatch(s, group, s.topic("events"))
         rate = watch.rate(noop, timeout)[0]
-        NOOP_CPU[name] = watch.busy / rate * 1e6
-        return rate
+        return rate, watch.busy / rate * 1e6
     finally:
         stop_worker(noop)
-
-
-NOOP_CPU: dict[str, float] = {}
 
 
 def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float = 3600,
@@ -311,9 +308,9 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
                   f"embedded broker (published in {time.monotonic() - t0:.0f}s)", flush=True)
             raw = raw_consume(s, n)
             timeout = max(timeout, n / 200)   # the scale run: ~6.8 M events
-            noop = noop_again = delivered = own_code = float("nan")
+            noop = noop_again = delivered = own_code = noop_cpu = noop_cpu_again = float("nan")
             if ceilings:
-                noop, delivered, own_code = ceiling_rates(s, leads, tmp, timeout)
+                (noop, noop_cpu), delivered, own_code = ceiling_rates(s, leads, tmp, timeout)
             proc = spawn_worker(s, Path(tmp) / "worker.log")
             try:
                 watch = GroupWatch(s, s.app_id, s.topic("events"))
@@ -341,7 +338,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
             finally:
                 stop_worker(proc, timeout=60)
             if ceilings:   # the yardstick again, minutes later: how much it moves by itself
-                noop_again = noop_rate(s, tmp, timeout, "noop-again")
+                noop_again, noop_cpu_again = noop_rate(s, tmp, timeout, "noop-again")
     print(f"  raw aiokafka getmany + JSON    {raw:>10,.0f} events/s")
     if ceilings:
         print(f"  Faust no-op agent              {noop:>10,.0f} events/s   (1.00×; run again "
@@ -366,9 +363,9 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
           f"{machine_bound(used, n - watch.first_n)}")
     if ceilings:
         worker_cpu = used["worker"] / max(n - watch.first_n, 1) * 1e6
-        print(f"  the no-op agent's process: {NOOP_CPU['noop']:,.0f} µs of CPU an event "
-              f"({NOOP_CPU['noop-again']:,.0f} run again); the worker's "
-              f"{worker_cpu:,.0f} = {NOOP_CPU['noop'] / worker_cpu:.2f}× the no-op's rate at "
+        print(f"  the no-op agent's process: {noop_cpu:,.0f} µs of CPU an event "
+              f"({noop_cpu_again:,.0f} run again); the worker's "
+              f"{worker_cpu:,.0f} = {noop_cpu / worker_cpu:.2f}× the no-op's rate at "
               f"equal CPU (a ratio the machine's other tenants move less than the rates')")
     print(f"  behind on its own topics while it ran (most seen, sampled every two seconds): "
           f"{watch.most.get(own[0], 0):,} identity messages, {watch.most.get(own[1], 0):,} "
