@@ -81,11 +81,16 @@ class CpuAccount:
         return self.used
 
 
+def per_event(used: dict[str, float], events: int) -> dict[str, float]:
+    """Each part's CPU seconds as µs an event."""
+    return {name: seconds / max(events, 1) * 1e6 for name, seconds in used.items()}
+
+
 def machine_bound(used: dict[str, float], events: int, cores: int | None = None) -> str:
     """The parts' CPU an event, and what the whole pipeline could do on this machine's cores
     were they all busy with it and nothing else."""
     cores = cores or os.cpu_count() or 1
-    per = {name: seconds / max(events, 1) * 1e6 for name, seconds in used.items()}
+    per = per_event(used, events)
     total = sum(per.values())
     parts = ", ".join(f"{name} {us:,.0f}" for name, us in per.items())
     return (f"{parts} = {total:,.0f} µs of CPU an event in all; on {cores} cores at most "

@@ -32,7 +32,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.settings import Settings
-from tests.bench.cpu import CpuAccount, children, cpu_seconds, machine_bound
+from tests.bench.cpu import CpuAccount, children, cpu_seconds, machine_bound, per_event, with_args
 
 CHUNK = 4000   # simulated leads generated (and published) at a time: memory stays flat
 
@@ -253,9 +253,7 @@ def worker_counters(s: Settings) -> dict[str, float]:
 
 def broker_rss() -> float:
     """MB resident in the embedded broker (Tansu) of this bench: what its topics hold."""
-    pids = subprocess.run(["pgrep", "-f", "broker --listener-url"], capture_output=True,
-                          text=True)
-    return sum(rss_mb(int(pid))[0] for pid in pids.stdout.split())
+    return sum(rss_mb(pid)[0] for pid in with_args("broker --listener-url"))
 
 
 def ceiling_rates(s: Settings, leads: int, tmp: str, timeout: float
@@ -362,7 +360,7 @@ def bench_pipeline(leads: int = 16000, storage: str = "memory", timeout: float =
     print(f"  CPU an event from the first commit until all was done: "
           f"{machine_bound(used, n - watch.first_n)}")
     if ceilings:
-        worker_cpu = used["worker"] / max(n - watch.first_n, 1) * 1e6
+        worker_cpu = per_event(used, n - watch.first_n)["worker"]
         print(f"  the no-op agent's process: {noop_cpu:,.0f} µs of CPU an event "
               f"({noop_cpu_again:,.0f} run again); the worker's "
               f"{worker_cpu:,.0f} = {noop_cpu / worker_cpu:.2f}× the no-op's rate at "

@@ -132,7 +132,7 @@ def test_every_column_of_every_row_is_the_snapshots_value_and_its_moves_and_orde
     for lead_id, snapshot in newest.items():
         for column, got, want in zip(LEAD_COLUMNS, rows[lead_id], lead_row(snapshot)):
             assert same(column, got, want), (lead_id, column, got, want)
-    moves = {(r[0], r[1]): r for r in transition_rows_of(newest.values())}
+    moves = {(r[0], r[1]): r for s in newest.values() for r in transition_rows(s)}
     stored = query(settings, "SELECT lead_id, version, from_stage, to_stage, trigger, occurred_at,"
                              " actor, reason, reasons FROM lead_transitions")
     assert len(stored) == len(moves) > 20
@@ -147,7 +147,3 @@ def test_every_column_of_every_row_is_the_snapshots_value_and_its_moves_and_orde
         want = orders[(row[0], row[1])]
         assert row[2] == want[2] and row[3] == Decimal(str(round(want[3], 2))) and \
             row[4:] == want[4:]
-
-
-def transition_rows_of(snapshots):
-    return [row for s in snapshots for row in transition_rows(s)]
