@@ -20,11 +20,12 @@ from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustProducer, ack, admitted, fetch_wait,
-                                       flush_before_wait_empty, hand_out_in_turns, highwater,
+                                       flush_before_wait_empty, highwater,
                                        reread_stuck, seek_before_resume, seek_in_place, seeked,
                                        settle, watch_positions)
 from streams.worker.faust_deliver import deliver_without_tasks
 from streams.worker.faust_inbox import Inbox
+from streams.worker.fetch_order import InTime, hand_out_in_time
 from streams.worker.faust_state import FaustChangelog, RocksState
 from streams.worker.metrics import Metrics
 from streams.records import Source
@@ -46,7 +47,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     its pages at ``projection_url``). Faust's own env vars (BROKER_URL, …) are not used."""
     seek_before_resume()
     seek_in_place()
-    hand_out_in_turns()   # the pipeline adds the topics it serves first
+    hand_out_in_time()   # the pipeline adds the topics it serves first
     deliver_without_tasks()
     fetch_wait(settings.fetch_wait)
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
@@ -69,9 +70,10 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
         producer_max_batch_size=1 << 20, producer_max_request_size=4 << 20,
         producer_compression_type=settings.compression_type(),
         # smaller fetches and polls than Faust's (1 MiB a partition, everything fetched): with
-        # ``hand_out_in_turns`` (``install_pipeline``) the identity messages this worker sends itself
+        # ``hand_out_in_time`` (``install_pipeline``) the identity messages this worker sends itself
         # no longer wait behind megabytes of events fetched before them (README, "Fetching")
-        consumer_max_fetch_size=64 << 10, broker_max_poll_records=1000)
+        consumer_max_fetch_size=64 << 10, broker_max_poll_records=1000,
+        ConsumerScheduler=InTime)
     metrics, topics = Metrics(), Topics.from_settings(settings)
     progress, positions = Progress(settings.stall_seconds), Positions()
     consumed = set((topics.inputs() if pipeline else []) + (topics.projected() if projection
@@ -139,7 +141,7 @@ def lead_tables(app: faust.App, settings: Settings, model: ScoringModel, produce
 def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, topics: Topics,
                      metrics: Metrics, progress: Progress, positions: Positions) -> None:
     inputs = raw_topic(app, settings, topics.events, topics.feedback, topics.identity)
-    hand_out_in_turns({topics.identity, topics.feedback})   # small, and what the events wait for
+    hand_out_in_time({topics.identity, topics.feedback})   # small, and what the events wait for
 
     producer = FaustProducer(app)
     store, changelog, history_log = lead_tables(app, settings, model, producer)

@@ -94,59 +94,6 @@ def fetch_wait(seconds: float) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore
 
 
-FIRST_TOPICS: set[str] = set()   # ``hand_out_in_turns``
-
-
-def hand_out_in_turns(first: frozenset[str] | set[str] = frozenset()) -> None:
-    """Fetched partitions are handed out in turns, those of the topics ``first`` first (the
-    pipeline adds its own topics; every worker process calls this, with none at least).
-    aiokafka hands fetched records out partition by partition in the order they were fetched,
-    each partition until its fetched records are all out, and a fetch returns at least one whole
-    record batch (up to ~2,000 events from a batching producer): the identity messages the
-    worker sends itself waited behind every events batch fetched before them — seconds, with a
-    backlog (a 19 s tail after the last event in one bench run); and the other partitions waited
-    minutes behind one large fetch (``take_turns``). Runs in the consumer's thread, as the
-    method it wraps."""
-    from aiokafka.consumer.fetcher import Fetcher
-
-    FIRST_TOPICS.update(first)
-    if getattr(Fetcher.fetched_records, "_funnel", False):
-        return
-    original = Fetcher.fetched_records
-
-    async def fetched_records(self: Any, partitions: Any, timeout: float = 0,
-                              max_records: int | None = None) -> Any:
-        first_in_line(self._records, FIRST_TOPICS)
-        drained = await original(self, partitions, timeout, max_records)
-        take_turns(self._records, drained)
-        return drained
-
-    fetched_records._funnel = True  # type: ignore[attr-defined]
-    Fetcher.fetched_records = fetched_records  # type: ignore[method-assign]
-
-
-def first_in_line(records: Any, topics: set[str]) -> None:
-    """Move the partitions of ``topics`` to the front of ``records`` (an ``OrderedDict`` by
-    topic partition), keeping the order among them and among the others."""
-    for tp in reversed([tp for tp in records if tp.topic in topics]):
-        records.move_to_end(tp, last=False)
-
-
-def take_turns(records: Any, served: Any) -> None:
-    """The partitions just ``served`` (up to ``max_poll_records`` in all) go to the back of
-    ``records`` with what they have left: the next call serves the others first. Tansu 0.6
-    ignores the per-partition fetch limit (``consumer_max_fetch_size``) and fills a fetch up to
-    aiokafka's 50 MiB: on a topic of 100,000 simulated leads one partition's fetch held ~75,000
-    events, handed out alone for ~35 s while the other partitions, fetched and waiting, had
-    nothing taken and were read again every ``FUNNEL_REREAD_SECONDS`` — their fetched records
-    dropped each time, and 50 re-reads in one bench run (0 in turns). A smaller fetch instead
-    (``fetch_max_bytes`` 1 MiB) cut the re-reads to 20 and left the worker waiting for fetches
-    (69% of a core busy, end to end 1,445 against 2,039 events/s)."""
-    for tp in served:
-        if tp in records:
-            records.move_to_end(tp)
-
-
 def flush_before_wait_empty(app: Any, flush: Any) -> None:
     """Run ``flush`` (write what is pending, so its messages are acknowledged) before Faust
     waits for every message it handed out to be acknowledged — at a rebalance and at a stop.

@@ -146,8 +146,8 @@ def worker_code(s: Settings, leads: int, seed: int) -> float:
     """Events/s of the worker's own code on one core, with no Faust and no broker: the same
     traffic through the same ``Pipeline``, ``Checkpoint`` and ``LeadStore`` (memory state) on the
     simulated cluster of the crash tests (``tests/unit/sim.py``: partitions as lists, identity
-    messages fed back; no timers, so no cooling pass), with the worker's garbage collector
-    settings."""
+    messages fed back, read in time order as the worker reads them; no timers, so no cooling
+    pass), with the worker's garbage collector settings."""
     import random
 
     from funnel.config import load_model
@@ -161,7 +161,7 @@ def worker_code(s: Settings, leads: int, seed: int) -> float:
         n += 1
     with worker_gc():
         return n / timed(lambda: cluster.run_worker(random.Random(7), Fuse(None), s.state_cache,
-                                                    s.flush_max_events))
+                                                    s.flush_max_events, in_time=True))
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

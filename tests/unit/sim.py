@@ -53,6 +53,10 @@ class Broker:
     partitions: int
     logs: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, tuple]]] = field(
         default_factory=lambda: defaultdict(list))
+    stamps: dict[tuple[str, int], list[int]] = field(   # each record's timestamp: when it came
+        default_factory=lambda: defaultdict(list))
+
+    appended: int = 0
 
     def partition_of(self, key: bytes | None) -> int:
         return zlib.crc32(key) % self.partitions if key else 0
@@ -61,6 +65,8 @@ class Broker:
                headers: tuple = (), partition: int | None = None) -> None:
         p = self.partition_of(key) if partition is None else partition
         self.logs[(topic, p)].append((key, value, tuple(headers)))
+        self.stamps[(topic, p)].append(self.appended)
+        self.appended += 1
 
     def records(self, topic: str) -> list[tuple[int, bytes | None, bytes | None]]:
         """Every record of ``topic``: (partition, key, value), partition by partition."""
@@ -137,11 +143,20 @@ class Cluster:
         return [(t, p) for t in topics for p in range(self.broker.partitions)
                 if positions.get((t, p), 0) < len(self.broker.logs[(t, p)])]
 
+    def first_in_time(self, ready: list[tuple[str, int]], positions: dict[tuple[str, int], int]
+                      ) -> tuple[str, int]:
+        own = [tp for tp in ready if tp[0] == self.topics.identity]
+        return own[0] if own else min(
+            ready, key=lambda tp: self.broker.stamps[tp][positions.get(tp, 0)])
+
     def run_worker(self, rnd: random.Random, fuse: Fuse, cache_size: int,
-                   max_batch: int) -> None:
+                   max_batch: int, in_time: bool = False) -> None:
         """One worker from recovery until every input is decided and written (or the fuse
         blows). Feedback (sales commands) is read once the events are: a command is decided
-        against the lead as it stands when it arrives, as a sales rep's click is."""
+        against the lead as it stands when it arrives, as a sales rep's click is. The partitions
+        are read in a random order, or ``in_time`` as the worker reads them
+        (``streams.worker.fetch_order``): the identity messages first, then the record that came
+        first."""
         state = MemoryState(self.broker.table(STATE))
         histories = MemoryState(self.broker.table(HISTORY))
         store = LeadStore(state, self.model, cache_size, histories,
@@ -173,7 +188,7 @@ class Cluster:
                         return
                     await commit()
                     continue
-                topic, p = rnd.choice(ready)
+                topic, p = self.first_in_time(ready, positions) if in_time else rnd.choice(ready)
                 offset = positions.get((topic, p), 0)
                 key, value, headers = self.broker.logs[(topic, p)][offset]
                 positions[(topic, p)] = offset + 1
