@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from aiokafka.consumer.fetcher import Fetcher, FetchResult
+
 SLICE = 50            # records a partition gives at a time
 FAIR_SECONDS = 2.0    # the longest a partition with fetched records is passed over
 FIRST_TOPICS: set[str] = set()   # handed out before the events (``hand_out_in_time``)
@@ -46,8 +48,6 @@ class Turns:
         partition) for the next drain: errors first (raised as aiokafka raises them), then the
         partitions of ``first`` in their order, then the others, the one handed out least far
         in time first (one never handed out, or passed over too long, before all)."""
-        from aiokafka.consumer.fetcher import FetchResult
-
         def rank(tp: Any) -> tuple[int, float]:
             if type(records[tp]) is not FetchResult:
                 return 0, 0.0
@@ -81,8 +81,6 @@ def hand_out_in_time(first: frozenset[str] | set[str] = frozenset()) -> None:
     read again every ``FUNNEL_REREAD_SECONDS`` (50 re-reads in one bench run). Drained a slice at
     a time, least far in time first, each partition's fetched records wait at most until the
     others have caught up with them (``FAIR_SECONDS``)."""
-    from aiokafka.consumer.fetcher import Fetcher
-
     FIRST_TOPICS.update(first)
     if getattr(Fetcher.fetched_records, "_funnel", False):
         return

@@ -111,3 +111,31 @@ def test_workers_killed_at_any_step_end_with_the_backtest_answer_and_no_move_twi
     cluster, killed, want = run(seed, order, crashes, partitions, cache, batch)
     assert 1 <= killed <= crashes
     check(cluster, want)
+
+
+@pytest.mark.parametrize("seed", sorted(TRAFFIC))
+def test_read_in_time_order_as_the_worker_does_no_message_is_forwarded(seed):
+    """Read as the worker reads its partitions (``streams.worker.fetch_order``: its own topics
+    first, then the record produced first), a linked id's events are all decided before the
+    link: none is forwarded to the known lead (each would replay its history), every id comes
+    over in its one absorb, and the answer is still the backtest's. Read in a random order, the
+    same traffic forwards some."""
+    from tests.unit.sim import Fuse
+
+    def kinds(cluster: Cluster) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for _, _, value in cluster.broker.records(cluster.topics.identity):
+            out[orjson.loads(value)["kind"]] += 1
+        return out
+
+    wire, offline = published(seed)
+    ran = {}
+    for in_time in (False, True):
+        cluster = Cluster(4, MODEL, SETTINGS)
+        for topic, key, raw in wire:
+            cluster.publish(SETTINGS.topic(topic), key, raw)
+        cluster.run_worker(random.Random(seed), Fuse(None), 2000, 30, in_time=in_time)
+        check(cluster, replay(offline, MODEL))
+        ran[in_time] = kinds(cluster)
+    assert ran[False]["forward"] > 0 and ran[True]["forward"] == 0
+    assert ran[True]["absorb"] == ran[False]["absorb"] > 0
