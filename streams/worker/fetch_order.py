@@ -6,8 +6,8 @@ aiokafka hands fetched records out partition by partition, each until its fetche
 all out, and Faust then goes round the partitions one record each. A lead's anonymous id and its
 known id are on different partitions: when one partition was read ahead of the other, the link
 came before the anonymous id's last events, and each such event became a *forward* — a replay
-of the whole known lead's history (253 µs an event on average, against ~25 µs to decide one),
-and a snapshot more for the projection. In time order the anonymous id's events are decided
+of the whole known lead's history (~250 µs each on the simulated cluster, against ~25 µs to
+decide an event), and a snapshot more for the projection. In time order the anonymous id's events are decided
 before the link and come over in its one absorb. Nothing else depends on it: the answers are
 the same in any order the partitions are read in (the merges are order-free, and the crash and
 differential tests read them in random orders); a partition's own order is always kept.

@@ -55,8 +55,7 @@ class Broker:
         default_factory=lambda: defaultdict(list))
     stamps: dict[tuple[str, int], list[int]] = field(   # each record's timestamp: when it came
         default_factory=lambda: defaultdict(list))
-
-    appended: int = 0
+    appended: int = 0   # records appended so far: the next one's timestamp
 
     def partition_of(self, key: bytes | None) -> int:
         return zlib.crc32(key) % self.partitions if key else 0
