@@ -23,7 +23,7 @@ from streams.worker.faust_glue import (FaustProducer, ack, admitted, fetch_wait,
                                        flush_before_wait_empty, highwater,
                                        reread_stuck, seek_before_resume, seek_in_place, seeked,
                                        settle, watch_positions)
-from streams.worker.faust_deliver import deliver_without_tasks
+from streams.worker.faust_deliver import deliver_in_batches, deliver_without_tasks
 from streams.worker.faust_inbox import Inbox
 from streams.worker.fetch_order import InTime, hand_out_in_time
 from streams.worker.faust_state import FaustChangelog, RocksState
@@ -49,6 +49,7 @@ def create_app(settings: Settings, model: ScoringModel, *, role: str = "worker",
     seek_in_place()
     hand_out_in_time()   # the pipeline adds the topics it serves first
     deliver_without_tasks()
+    deliver_in_batches()
     fetch_wait(settings.fetch_wait)
     assert settings.broker, "FUNNEL_BROKER must be set for a worker"
     pipeline = role == "worker"

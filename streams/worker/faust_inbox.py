@@ -71,6 +71,22 @@ class Inbox:
 
         return on_message
 
+    async def put_all(self, messages: list[Any]) -> None:
+        """What ``handler`` does for one message, for a poll's run of them at once (the
+        fetcher's hand-over, ``streams.worker.faust_deliver.deliver_in_batches``): held while
+        the flow is suspended or the inbox is full, then each counted as held and appended."""
+        flow = self.app.flow_control
+        if not flow.is_active():
+            await flow.acquire()   # a rebalance: until the flow resumes
+        while len(self.items) >= self.maxsize:
+            self.room.clear()
+            await self.room.wait()
+        for message in messages:
+            message.incref(1)
+        self.items.extend(messages)
+        if not self.ready.is_set():
+            self.ready.set()
+
     async def take(self, most: int) -> list[Any]:
         """Up to ``most`` messages, in the order they were handed over; waits for one. Yields to
         the event loop first, so that a busy agent never starves the fetcher and the writes.

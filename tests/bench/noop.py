@@ -2,7 +2,7 @@
 it (``noack`` stream, ``ack`` each), on the same broker and bytes as the worker. Run by the
 pipeline bench as ``python -m tests.bench.noop BROKER TOPIC GROUP PARTITIONS [--deliver]``;
 ``--deliver``: the worker's path instead of stock Faust's — its hand-over of fetched messages
-(``streams.worker.faust_deliver``) into an inbox taken in batches (``streams.worker.faust_inbox``)
+(``streams.worker.faust_deliver``, a poll's run at a time) into an inbox taken in batches (``streams.worker.faust_inbox``)
 instead of a stream, each message acknowledged."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import faust
 
 def main(broker: str, topic_name: str, group: str, partitions: int, deliver: bool) -> None:
     if deliver:
-        from streams.worker.faust_deliver import deliver_without_tasks
+        from streams.worker.faust_deliver import deliver_in_batches, deliver_without_tasks
 
         deliver_without_tasks()
+        deliver_in_batches()
     app = faust.App(group, broker=broker, store="memory://", web_enabled=False,
                     broker_session_timeout=6, broker_heartbeat_interval=1.0,
                     broker_commit_interval=1.0, consumer_auto_offset_reset="earliest",
