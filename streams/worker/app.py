@@ -151,7 +151,7 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     inbox = Inbox(app, set(inputs.topics), app.conf.stream_buffer_maxsize)
 
     async def write(pending: list, records: list, leads: dict) -> None:
-        await checkpoint.write(pending, records, leads, producer, changelog, inbox.ack,
+        await checkpoint.write(pending, records, leads, producer, changelog, inbox.ack_all,
                                history_log, pipeline.journal)
         store.trim()   # only now: the cache's older leads are in the table
 

@@ -22,7 +22,8 @@ acknowledged by the broker before the next one starts:
 4. **Outputs**: every record of the batch (the journaled ones, a snapshot per changed lead, dead
    letters, re-keyed and forwarded messages).
 5. **Sent mark**: the batch's number per partition (``journal.sent``).
-6. **Offsets**: the batch's input messages are acknowledged, so Faust may commit their offsets.
+6. **Offsets**: the batch's input messages are acknowledged (``ack``, all of them in one call), so
+   Faust may commit their offsets.
    Last, because a committed offset is a promise that everything above is durable.
 
 Why this order: a lead's new state is on record before anything that tells of it goes out, so
@@ -107,14 +108,14 @@ class Checkpoint:
 
     async def commit(self, outputs: Iterable[Record], state: dict[str, tuple[int, Lead]],
                      producer: Producer, changelog: Changelog,
-                     ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None,
+                     ack: Callable[[list[Any]], Awaitable[None]], histories: Changelog | None = None,
                      journal: Journal | None = None) -> None:
         await self.write(self.cut(), outputs, state, producer, changelog, ack, histories,
                          journal)
 
     async def write(self, pending: list[Any], outputs: Iterable[Record],
                     state: dict[str, tuple[int, Lead]], producer: Producer, changelog: Changelog,
-                    ack: Callable[[Any], Awaitable[None]], histories: Changelog | None = None,
+                    ack: Callable[[list[Any]], Awaitable[None]], histories: Changelog | None = None,
                     journal: Journal | None = None) -> None:
         """Steps 1–6 for one batch cut before (``cut``): its inputs, outputs and states (and
         the leads' histories, to ``histories``); ``journal`` numbers the batches."""
@@ -145,8 +146,7 @@ class Checkpoint:
             assert journal is not None
             await _acked(producer, [changelog.mark(p, *journal.sent(p, n))  # 5
                                     for p, n in numbers.items()])
-        for message in pending:                                           # 6
-            await ack(message)
+        await ack(pending)                                                # 6
 
 
 async def _acked(producer: Producer, acks: list[Awaitable[Any] | None]) -> None:

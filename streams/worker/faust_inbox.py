@@ -110,7 +110,8 @@ class Inbox:
         active, generation = app.flow_control.is_active(), app.consumer_generation_id
         handed_out, counted = app.consumer.unacked.add, app.sensors.on_message_in
         inbound, now = app.monitor.stream_inbound_time, time.monotonic()
-        batch = []
+        counted_all = counted_at_once(app, "messages_in")
+        batch, new = [], []
         for _ in range(min(most, len(items))):
             message = items.popleft()
             if not active or message.generation_id != generation:
@@ -118,9 +119,14 @@ class Inbox:
             if not message.tracked:
                 message.tracked = True
                 handed_out(message)
-                counted(message.tp, message.offset, message)
+                if counted_all is None:
+                    counted(message.tp, message.offset, message)
+                else:
+                    new.append(message)
             inbound[message.tp] = now
             batch.append(message)
+        if new:
+            counted_all(new)
         if len(items) < self.maxsize:
             self.room.set()
         events_taken = getattr(app.monitor, "events_taken", None)
@@ -128,11 +134,25 @@ class Inbox:
             events_taken(self.stream, len(batch))
         return batch
 
-    async def ack(self, message: Any) -> None:
-        """``message`` done: its offset may be committed (Faust's ``Stream.ack`` without the
-        stream's own sensor)."""
-        if message.ack(self.app.consumer):
-            self.app.sensors.on_message_out(message.tp, message.offset, message)
+    async def ack_all(self, messages: list[Any]) -> None:
+        """``messages`` done: their offsets may be committed (Faust's ``Stream.ack`` of each,
+        without the stream's own sensor); counted out by the monitor at once where it can."""
+        consumer, sensors = self.app.consumer, self.app.sensors
+        done = [message for message in messages if message.ack(consumer)]
+        counted_all = counted_at_once(self.app, "messages_out")
+        if counted_all is not None:
+            counted_all(done)
+            return
+        for message in done:
+            sensors.on_message_out(message.tp, message.offset, message)
+
+
+def counted_at_once(app: Any, name: str) -> Callable[[list], None] | None:
+    """The monitor's count of a whole batch of messages taken or done (``messages_in``,
+    ``messages_out``: Funnel's Prometheus sensor), when it is the app's only sensor; else None
+    (each message goes to every sensor, as Faust's stream would tell them)."""
+    bulk = getattr(app.monitor, name, None)
+    return bulk if bulk is not None and list(app.sensors) == [app.monitor] else None
 
 
 def hand_over_to_inboxes() -> None:

@@ -134,6 +134,40 @@ def lean_monitor(monitor: Any) -> Any:
             self._series(("tp", tp), lambda: m.messages_received_per_topics_partition.labels(
                 topic=tp.topic, partition=tp.partition)).set(offset)
 
+        def messages_in(self, messages: list) -> None:
+            """``on_message_in`` of each of ``messages`` (taken through an inbox), the counts
+            added once a batch: the same figures, without four counter updates (each under a
+            lock) and a clock read per message."""
+            now, counts, last = self.time(), {}, {}
+            for message in messages:
+                message.time_in = now
+                tp = message.tp
+                counts[tp] = counts.get(tp, 0) + 1
+                last[tp] = message.offset
+            n, m = len(messages), self._metrics
+            self.messages_received_total += n
+            self.messages_active += n
+            m.messages_received.inc(n)
+            m.active_messages.inc(n)
+            for tp, count in counts.items():
+                self.messages_received_by_topic[tp.topic] += count
+                self.tp_read_offsets[tp] = last[tp]
+                self._series(("topic", tp.topic), lambda: m.messages_received_per_topics.labels(
+                    topic=tp.topic)).inc(count)
+                self._series(("tp", tp), lambda: m.messages_received_per_topics_partition.labels(
+                    topic=tp.topic, partition=tp.partition)).set(last[tp])
+
+        def messages_out(self, messages: list) -> None:
+            """``on_message_out`` of each of ``messages`` (acknowledged through an inbox), the
+            count taken off once a batch."""
+            now = self.time()
+            for message in messages:
+                message.time_out = now
+                if message.time_in is not None:
+                    message.time_total = now - message.time_in
+            self.messages_active -= len(messages)
+            self._metrics.active_messages.dec(len(messages))
+
         def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> Any:
             state = Monitor.on_stream_event_in(self, tp, offset, stream, event)
             m = self._metrics

@@ -35,8 +35,7 @@ def main(broker: str, topic_name: str, group: str, partitions: int, deliver: boo
         async def noop_inbox(stream: faust.StreamT) -> None:
             inbox.subscribe(stream)
             while True:
-                for message in await inbox.take(500):
-                    await inbox.ack(message)
+                await inbox.ack_all(await inbox.take(500))
     else:
         @app.agent(topic, name="noop", concurrency=1)
         async def noop(stream: faust.StreamT) -> None:

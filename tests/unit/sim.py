@@ -167,10 +167,10 @@ class Cluster:
         checkpoint = Checkpoint(max_events=rnd.randint(1, max_batch), max_seconds=1e9)
         positions = dict(self.committed)
 
-        async def ack(token: tuple[str, int, int]) -> None:
-            fuse.step()
-            topic, p, offset = token
-            self.committed[(topic, p)] = max(self.committed.get((topic, p), 0), offset + 1)
+        async def ack(tokens: list[tuple[str, int, int]]) -> None:
+            for topic, p, offset in tokens:
+                fuse.step()   # a crash may come between two of a batch's acknowledgements
+                self.committed[(topic, p)] = max(self.committed.get((topic, p), 0), offset + 1)
 
         async def commit() -> None:
             records, leads = pipeline.drain()

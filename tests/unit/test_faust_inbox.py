@@ -112,8 +112,8 @@ def test_an_acknowledged_message_is_done_once_and_leaves_the_handed_out_set():
         app, inbox, hand_over = started()
         await hand_over(message(7))
         [m] = await inbox.take(10)
-        await inbox.ack(m)
-        await inbox.ack(m)   # again (a batch written twice): nothing more
+        await inbox.ack_all([m])
+        await inbox.ack_all([m])   # again (a batch written twice): nothing more
         assert app.consumer.acked == [7] and not app.consumer.unacked
         assert app.sensors.seen == [("in", 7), ("out", 7)]
 
@@ -185,3 +185,81 @@ def test_only_the_inbox_topics_are_handed_to_it():
     assert inbox_for(app, "events") is events and inbox_for(app, "identity") is events
     assert inbox_for(app, "leads") is None and inbox_for(other_app, "leads") is leads
     assert inbox_for(App(), "events") is None   # an app without an inbox: Faust's streams
+
+
+class CountingMonitor(Monitor):   # Funnel's Prometheus sensor: counts a batch at once
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[str, list[int]]] = []
+
+    def messages_in(self, messages: list) -> None:
+        self.batches.append(("in", [m.offset for m in messages]))
+
+    def messages_out(self, messages: list) -> None:
+        self.batches.append(("out", [m.offset for m in messages]))
+
+
+class OneSensor(Sensors):   # Faust's sensor delegate, iterable over its sensors
+    def __init__(self, sensors: list) -> None:
+        super().__init__()
+        self.sensors = sensors
+
+    def __iter__(self) -> Any:
+        return iter(self.sensors)
+
+
+def test_the_monitor_counts_a_batch_at_once_when_it_is_the_only_sensor():
+    async def run() -> None:
+        app, inbox, hand_over = started()
+        app.monitor = CountingMonitor()
+        app.sensors = OneSensor([app.monitor])
+        for offset in range(4):
+            await hand_over(message(offset))
+        first = await inbox.take(3)
+        await inbox.ack_all(first + first[:1])   # one twice: counted out once
+        await inbox.take(10)
+        assert app.monitor.batches == [("in", [0, 1, 2]), ("out", [0, 1, 2]), ("in", [3])]
+        assert not app.sensors.seen   # nothing went message by message
+        assert app.consumer.acked == [0, 1, 2]
+
+        app.sensors = OneSensor([app.monitor, Sensors()])   # another sensor: each message
+        await hand_over(message(4))
+        [m] = await inbox.take(10)
+        await inbox.ack_all([m])
+        assert app.sensors.seen == [("in", 4), ("out", 4)] and len(app.monitor.batches) == 3
+
+    asyncio.run(run())
+
+
+def test_the_prometheus_sensor_counts_a_batch_as_it_counts_its_messages_one_by_one():
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+    from prometheus_client import CollectorRegistry
+
+    from streams.worker.web import lean_monitor
+
+    def sensor() -> tuple[Any, CollectorRegistry]:
+        registry = CollectorRegistry()
+        return lean_monitor(PrometheusMonitor(FaustMetrics.create(registry, "t"))), registry
+
+    def figures(monitor: Any, registry: CollectorRegistry) -> tuple:
+        samples = sorted((s.name, tuple(sorted(s.labels.items())), s.value)
+                         for family in registry.collect() for s in family.samples
+                         if not s.name.endswith("_created"))
+        return (samples, monitor.messages_received_total, monitor.messages_active,
+                dict(monitor.messages_received_by_topic), dict(monitor.tp_read_offsets))
+
+    messages = [message(o, topic=t) for o, t in [(0, "events"), (5, "identity"), (1, "events"),
+                                                 (6, "identity"), (2, "events")]]
+    one_by_one, registry_a = sensor()
+    for m in messages:
+        one_by_one.on_message_in(m.tp, m.offset, m)
+    for m in messages[:3]:
+        one_by_one.on_message_out(m.tp, m.offset, m)
+    batched, registry_b = sensor()
+    copies = [message(m.offset, topic=m.topic) for m in messages]
+    batched.messages_in(copies)
+    batched.messages_out(copies[:3])
+    assert figures(batched, registry_b) == figures(one_by_one, registry_a)
+    assert figures(batched, registry_b)[2] == 2   # five in, three out
+    assert all(m.time_in is not None for m in copies)
+    assert all(m.time_total is not None for m in copies[:3]) and copies[3].time_total is None

@@ -367,8 +367,8 @@ def test_the_checkpoint_writes_journal_then_state_then_outputs_then_sent_mark_th
         cp.taken(f"msg-{i}")
         p.apply(source(identify(lead=lead), lead, partition=i))
 
-    async def ack(message: str) -> None:
-        log.append(("ack", message))
+    async def ack(messages: list[str]) -> None:
+        log.extend(("ack", message) for message in messages)
 
     records, state = p.drain()
     asyncio.run(cp.commit(records, state, ListProducer(log), DictChangelog(table, log), ack,
@@ -439,8 +439,8 @@ def test_the_checkpoint_writes_a_history_apart_and_only_when_it_changed():
     p = pipeline(table)
     cp = Checkpoint(max_events=100, max_seconds=60)
 
-    async def ack(message: str) -> None:
-        log.append(("ack", message))
+    async def ack(messages: list[str]) -> None:
+        log.extend(("ack", message) for message in messages)
 
     async def commit() -> None:
         records, state = p.drain()
