@@ -20,7 +20,7 @@ from streams.topics import Topics
 from streams.worker import web
 from streams.worker.checkpoint import Checkpoint, WriteBehind
 from streams.worker.faust_glue import (FaustProducer, ack, admitted, fetch_wait,
-                                       flush_before_wait_empty, highwater,
+                                       flush_before_wait_empty, highwater, refused,
                                        reread_stuck, seek_before_resume, seek_in_place, seeked,
                                        settle, watch_positions)
 from streams.worker.faust_deliver import deliver_in_batches, deliver_without_tasks
@@ -30,7 +30,7 @@ from streams.worker.faust_state import FaustChangelog, RocksState
 from streams.worker.metrics import Metrics
 from streams.records import Source
 from streams.worker.pipeline import TIMER_STEP, Pipeline
-from streams.worker.positions import Positions
+from streams.worker.positions import TAKE, Positions
 from streams.worker.progress import Progress
 from streams.worker.sinks import ProjectionSink, TopicSink, spend_sink
 from streams.worker.store import LeadStore, MemoryState
@@ -170,15 +170,19 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
     async def funnel_pipeline(stream: faust.StreamT) -> None:
         inbox.subscribe(stream)   # its messages come through the inbox, in batches
         while True:
+            moved: dict[tuple[str, int], int] = {}
             for message in await inbox.take(TAKE_AT_ONCE):
-                if not await admitted(app, positions, message):
+                key = (message.topic, message.partition)
+                verdict = positions.admit(key, message.offset)   # no coroutine for a take
+                if verdict != TAKE:
+                    await refused(app, positions, message, verdict)
                     continue
                 checkpoint.taken(message)
-                source = Source.of(message)
-                progress.taken(source.topic, source.partition, source.offset)
-                pipeline.apply(source)
+                moved[key] = message.offset
+                pipeline.apply(Source.of(message))
                 if behind.due(settings.flush_max_events):
                     await commit(wait=False)
+            progress.taken_all(moved)   # once a batch: one clock read
 
     def assigned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}

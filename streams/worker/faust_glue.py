@@ -136,8 +136,16 @@ def watch_positions(app: Any, positions: Positions) -> None:
 async def admitted(app: Any, positions: Positions, message: Any) -> bool:
     """Whether an agent takes ``message`` (``Positions.admit``); seeks its partition back to
     the first offset not taken when messages went missing."""
+    verdict = positions.admit((message.topic, message.partition), message.offset)
+    if verdict != TAKE:
+        await refused(app, positions, message, verdict)
+    return verdict == TAKE
+
+
+async def refused(app: Any, positions: Positions, message: Any, verdict: str) -> None:
+    """``message`` is not taken (``verdict``: ``SKIP`` or ``SEEK``): settled, and on ``SEEK``
+    its partition sought back to the first offset not taken."""
     key = (message.topic, message.partition)
-    verdict = positions.admit(key, message.offset)
     if verdict == SEEK:
         log.warning("%s[%s]: offset %s came, %s expected: reading it again from there",
                     key[0], key[1], message.offset, positions.expected[key])
@@ -145,9 +153,7 @@ async def admitted(app: Any, positions: Positions, message: Any) -> bool:
             await seek_back(app.consumer, message.tp, positions.expected[key])
         except Exception:  # noqa: BLE001  (revoked meanwhile: the next seek sets it)
             log.exception("seeking %s back failed", key)
-    if verdict != TAKE:
-        settle(message)
-    return verdict == TAKE
+    settle(message)
 
 
 def settle(message: Any) -> None:

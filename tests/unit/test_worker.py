@@ -611,9 +611,12 @@ def test_a_partition_behind_its_end_with_nothing_taken_for_a_while_is_stalled():
     assert stalled.startswith("events[1]: 4 behind")
     now[0] = 95.0
     assert len(p.stalled({("events", 0): 15, ("events", 1): 4})) == 2
-    p.taken("events", 1, 3)
-    p.taken("events", 0, 14)
+    p.taken_all({("events", 1): 3, ("events", 0): 14})   # a batch's last offsets, at once
     assert p.stalled({("events", 0): 15, ("events", 1): 4}) == []
+    now[0] = 200.0
+    p.taken_all({("events", 0): 12})   # an offset from before: no progress
+    assert p.stalled({("events", 0): 16, ("events", 1): 4}) == [
+        "events[0]: 1 behind, nothing taken for 105s"]
 
 
 def test_a_partition_left_behind_is_read_again_from_the_first_offset_not_taken():
