@@ -213,4 +213,5 @@ class Pipeline:
         state = self.store.take_dirty()
         for _, lead in state.values():
             self.emitter.snapshot(lead)
+        self.metrics.publish()   # the batch's counts
         return self.outbox.take(), state

@@ -45,6 +45,7 @@ def install(app: faust.App, settings: Settings, metrics: Metrics, progress: Prog
 
     @app.page("/metrics")
     async def metrics_page(self, request):  # type: ignore[no-untyped-def]
+        metrics.publish()   # what the batch being decided has counted so far
         own = generate_latest(metrics.registry).decode()
         if projection_url is not None:
             try:

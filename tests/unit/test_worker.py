@@ -987,3 +987,24 @@ def test_the_worker_consumer_waits_for_records_as_long_as_the_fetch_wait_setting
         assert Settings.model_fields["fetch_wait"].default == 0.25
     finally:
         FETCH_WAIT[0] = before
+
+
+def test_the_counters_take_what_was_counted_at_the_next_publish():
+    from streams.worker.metrics import Metrics
+
+    m = Metrics()
+    for kind in ("track", "page", "track"):
+        m.inc(m.events, kind)
+    m.inc(m.dead_letters, "invalid_json")
+
+    def value(counter: Any, label: str) -> float:
+        return counter.labels(label)._value.get()
+
+    assert value(m.events, "track") == 0   # counted, not yet published
+    m.publish()
+    assert (value(m.events, "track"), value(m.events, "page")) == (2, 1)
+    assert value(m.dead_letters, "invalid_json") == 1
+    m.inc(m.events, "track")
+    m.publish()
+    m.publish()   # nothing new: nothing added
+    assert value(m.events, "track") == 3
