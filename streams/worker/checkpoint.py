@@ -108,8 +108,8 @@ class Checkpoint:
 
     async def commit(self, outputs: Iterable[Record], state: dict[str, tuple[int, Lead]],
                      producer: Producer, changelog: Changelog,
-                     ack: Callable[[list[Any]], Awaitable[None]], histories: Changelog | None = None,
-                     journal: Journal | None = None) -> None:
+                     ack: Callable[[list[Any]], Awaitable[None]],
+                     histories: Changelog | None = None, journal: Journal | None = None) -> None:
         await self.write(self.cut(), outputs, state, producer, changelog, ack, histories,
                          journal)
 

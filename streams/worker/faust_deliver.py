@@ -132,37 +132,37 @@ async def drain_in_runs(consumer: Any, fetcher: Any) -> None:
     consumer or the fetcher stops), each poll handed over by ``hand_over_poll``."""
     from faust.transport.consumer import CONSUMER_FETCHING
 
-    self = consumer
-    consumer_should_stop, fetcher_should_stop = self._stopped.is_set, fetcher._stopped.is_set
+    consumer_should_stop, fetcher_should_stop = consumer._stopped.is_set, fetcher._stopped.is_set
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
-            self.diag.set_flag(CONSUMER_FETCHING)
-            records, active = await self._wait_next_records(timeout=1.0)
-            await self.sleep(0)   # as Faust's: a poll in a loop never holds the event loop
-            if records and not self.should_stop:
-                if self.flow_active:
-                    await hand_over_poll(self, records, active)
+            consumer.diag.set_flag(CONSUMER_FETCHING)
+            records, active = await consumer._wait_next_records(timeout=1.0)
+            await consumer.sleep(0)   # as Faust's: a poll in a loop never holds the event loop
+            if records and not consumer.should_stop:
+                if consumer.flow_active:
+                    await hand_over_poll(consumer, records, active)
                 else:   # as Faust's getmany: the flow stopped while fetching
                     try:
-                        await self.perform_seek()
+                        await consumer.perform_seek()
                     except Exception as exc:  # noqa: BLE001  (as Faust's)
-                        self.log.warning(f"exception performing seek when flow not active {exc}")
-            self.diag.unset_flag(CONSUMER_FETCHING)
-    except self.consumer_stopped_errors:
-        if self.transport.app.should_stop:
-            self.log.info("Broker stopped consumer, shutting down...")
+                        consumer.log.warning(
+                            f"exception performing seek when flow not active {exc}")
+            consumer.diag.unset_flag(CONSUMER_FETCHING)
+    except consumer.consumer_stopped_errors:
+        if consumer.transport.app.should_stop:
+            consumer.log.info("Broker stopped consumer, shutting down...")
             return
         raise
     except asyncio.CancelledError:
-        if self.transport.app.should_stop:
-            self.log.info("Consumer shutting down for user cancel.")
+        if consumer.transport.app.should_stop:
+            consumer.log.info("Consumer shutting down for user cancel.")
             return
         raise
     except Exception as exc:
-        self.log.exception("Drain messages raised: %r", exc)
+        consumer.log.exception("Drain messages raised: %r", exc)
         raise
     finally:
-        self.diag.unset_flag(CONSUMER_FETCHING)
+        consumer.diag.unset_flag(CONSUMER_FETCHING)
 
 
 async def hand_over_poll(consumer: Any, records: Any, active: set | None) -> None:
