@@ -157,10 +157,10 @@ class LeanPrometheusMonitor(PrometheusMonitor):
         for tp, count in counts.items():
             self.messages_received_by_topic[tp.topic] += count
             self.tp_read_offsets[tp] = last[tp]
-            self._series(("topic", tp.topic), lambda: m.messages_received_per_topics.labels(
-                topic=tp.topic)).inc(count)
-            self._series(("tp", tp), lambda: m.messages_received_per_topics_partition.labels(
-                topic=tp.topic, partition=tp.partition)).set(last[tp])
+            self._series(("topic", tp.topic), lambda tp=tp: m.messages_received_per_topics
+                         .labels(topic=tp.topic)).inc(count)
+            self._series(("tp", tp), lambda tp=tp: m.messages_received_per_topics_partition
+                         .labels(topic=tp.topic, partition=tp.partition)).set(last[tp])
 
     def messages_out(self, messages: list) -> None:
         """``on_message_out`` of each of ``messages`` (acknowledged through an inbox), the
