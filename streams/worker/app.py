@@ -182,7 +182,7 @@ def install_pipeline(app: faust.App, settings: Settings, model: ScoringModel, to
                 pipeline.apply(Source.of(message))
                 if behind.due(settings.flush_max_events):
                     await commit(wait=False)
-            progress.taken_all(moved)   # once a batch: one clock read
+            progress.taken_all(moved)   # once a partition a batch, not a message
 
     def assigned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}

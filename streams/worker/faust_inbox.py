@@ -54,27 +54,18 @@ class Inbox:
         self.room.set()
 
     def handler(self, conductor: Any) -> Callable[[Any], Any]:
-        """The conductor's callback for one of the inbox's topic partitions."""
-        flow = conductor.app.flow_control
-        items, ready = self.items, self.ready
+        """The conductor's callback for one of the inbox's topic partitions: ``put_all`` of one
+        message (the fetcher hands the inbox's messages over a run at a time itself,
+        ``streams.worker.faust_deliver.deliver_in_batches``)."""
 
         async def on_message(message: Any) -> None:
-            if not flow.is_active():
-                await flow.acquire()   # a rebalance: until the flow resumes
-            while len(items) >= self.maxsize:
-                self.room.clear()
-                await self.room.wait()
-            message.incref(1)
-            items.append(message)
-            if not ready.is_set():
-                ready.set()
+            await self.put_all([message])
 
         return on_message
 
     async def put_all(self, messages: list[Any]) -> None:
-        """What ``handler`` does for one message, for a poll's run of them at once (the
-        fetcher's hand-over, ``streams.worker.faust_deliver.deliver_in_batches``): held while
-        the flow is suspended or the inbox is full, then each counted as held and appended."""
+        """``messages`` in, in order: held while the flow is suspended or the inbox is full,
+        then each counted as held (Faust's reference count) and appended."""
         flow = self.app.flow_control
         if not flow.is_active():
             await flow.acquire()   # a rebalance: until the flow resumes

@@ -34,8 +34,8 @@ class Metrics:
                                     "not yet written to PostgreSQL (this worker's partitions)",
                                     registry=r)
         self.projection_behind = 0   # the gauge's value, for the worker's /healthz
-        self._series: dict[tuple[int, str], Counter] = {}
-        self._counted: dict[tuple[int, str], tuple[Counter, str, int]] = {}   # not yet published
+        self._series: dict[tuple[Counter, str], Counter] = {}
+        self._counted: dict[tuple[Counter, str], int] = {}   # not yet published
         self.projection_lag_seconds = Gauge(
             "funnel_projection_lag_seconds", "Age of the last snapshot written to PostgreSQL "
             "when it was written (broker time)", registry=r)
@@ -43,19 +43,17 @@ class Metrics:
     def inc(self, counter: Counter, label: str) -> None:
         """``counter.labels(label).inc()`` at the next ``publish``: this runs for every event,
         and a labelled series' ``inc`` takes a lock (``labels`` a lock and a key too)."""
-        key = (id(counter), label)
-        counted = self._counted.get(key)
-        self._counted[key] = (counter, label, 1) if counted is None else \
-            (counter, label, counted[2] + 1)
+        key = (counter, label)
+        self._counted[key] = self._counted.get(key, 0) + 1
 
     def publish(self) -> None:
         """What ``inc`` counted since, added to the counters (once a batch, and before a
         scrape of ``/metrics``); each labelled series looked up once."""
         counted, self._counted = self._counted, {}
-        for key, (counter, label, n) in counted.items():
-            series = self._series.get(key)
+        for (counter, label), n in counted.items():
+            series = self._series.get((counter, label))
             if series is None:
-                series = self._series[key] = counter.labels(label)
+                series = self._series[(counter, label)] = counter.labels(label)
             series.inc(n)
 
     def set_projection_lag(self, behind: int) -> None:

@@ -22,15 +22,16 @@ class Progress:
         self.reread: dict[TP, float] = {}     # when it was last sought back (``stuck``)
 
     def taken(self, topic: str, partition: int, offset: int) -> None:
-        self.taken_all({(topic, partition): offset})
+        tp = (topic, partition)
+        if offset + 1 > self.next.get(tp, 0):
+            self.next[tp] = offset + 1
+            self.moved[tp] = self.clock()
 
     def taken_all(self, last: dict[TP, int]) -> None:
-        """The last offset taken of each partition in ``last`` (a batch's)."""
-        now = None
-        for tp, offset in last.items():
-            if offset + 1 > self.next.get(tp, 0):
-                self.next[tp] = offset + 1
-                self.moved[tp] = now = self.clock() if now is None else now
+        """``taken`` of the last offset of each partition in ``last`` (a batch's): once a
+        partition, not once a message."""
+        for (topic, partition), offset in last.items():
+            self.taken(topic, partition, offset)
 
     def _behind(self, ends: dict[TP, int | None], starts: dict[TP, int]
                 ) -> Iterator[tuple[TP, int, int, float]]:
